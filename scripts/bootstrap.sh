@@ -1,0 +1,24 @@
+# Sourced by scripts/up and scripts/test: a project virtualenv from the lock file, with uv.
+# Usage: . scripts/bootstrap.sh [--dev]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PYTHON="${PYTHON:-python3}"
+if command -v uv >/dev/null 2>&1; then
+  UV="$(command -v uv)"
+else
+  # uv is not on this machine: keep a private copy under .tools/ (ignored by git).
+  if [ ! -x .tools/bin/uv ]; then
+    "$PYTHON" -m venv .tools
+    .tools/bin/pip install --quiet --disable-pip-version-check uv
+  fi
+  UV="$ROOT/.tools/bin/uv"
+fi
+
+if [ "${1:-}" = "--dev" ]; then
+  "$UV" sync --frozen --quiet --python "$PYTHON"
+else
+  "$UV" sync --frozen --quiet --no-dev --python "$PYTHON"
+fi
+export PATH="$ROOT/.venv/bin:$PATH"

@@ -1,0 +1,3 @@
+from agenthub.cli.main import app
+
+app()

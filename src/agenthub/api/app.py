@@ -1,0 +1,127 @@
+"""The ASGI application: five surfaces, one domain model, one port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from agenthub import __version__
+from agenthub.api.cluster import auth as cluster_auth
+from agenthub.api.cluster import events as cluster_events
+from agenthub.api.cluster import health as cluster_health
+from agenthub.api.hub import health as hub_health
+from agenthub.api.metrics import HttpMetrics
+from agenthub.api.middleware import HubMiddleware, error_context
+from agenthub.api.orchestration import ws as orchestration_ws
+from agenthub.api.surfaces import render_error
+from agenthub.core.errors import AppError, ErrorKind, NotFound, ValidationFailed
+from agenthub.core.settings import Settings
+from agenthub.services.runtime import build_runtime
+from agenthub.services.system import housekeeping
+
+log = logging.getLogger(__name__)
+
+OPENAPI_TAGS = [
+    {
+        "name": "hub",
+        "description": "Hub surface: Intelligent Machines, projects, checkpoints, "
+        "resources, hub status (`/api/v1`).",
+    },
+    {
+        "name": "orchestration",
+        "description": "Orchestration surface: tasks, models, agents, "
+        "workflows (`/api/v1`), and the `/ws` protocol.",
+    },
+    {"name": "gateway", "description": "Gateway surface: worker machines (`/api/v1/machine`)."},
+    {
+        "name": "collab",
+        "description": "Collab surface: AI identities, sessions, messaging, "
+        "collaborations (`/api/v1`).",
+    },
+    {
+        "name": "cluster",
+        "description": "Cluster surface: nodes, workloads, auth, health, "
+        "events and metrics (`/api`).",
+    },
+]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    runtime = build_runtime(settings)
+    metrics = HttpMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.bus.start()
+        sweeper = asyncio.create_task(housekeeping.run_forever(runtime), name="housekeeping")
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await runtime.close()
+
+    app = FastAPI(
+        title="agenthub",
+        version=__version__,
+        summary="One open control plane for fleets of AI agents and the machines they run on.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_tags=OPENAPI_TAGS,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.metrics = metrics
+    app.add_middleware(HubMiddleware, runtime=runtime, metrics=metrics)
+    _install_error_handlers(app)
+
+    app.include_router(hub_health.router)
+    app.include_router(orchestration_ws.router)
+    app.include_router(cluster_auth.router)
+    app.include_router(cluster_health.router)
+    app.include_router(cluster_events.router)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def app_error(request: Request, exc: AppError) -> Response:
+        return render_error(request.url.path, exc, error_context(request.scope))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = jsonable_encoder(exc.errors(), exclude={"url", "ctx", "input"})
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", []))
+        message = f"Invalid request: {where}: {first.get('msg', 'invalid value')}"
+        err = ValidationFailed(message)
+        return render_error(request.url.path, err, error_context(request.scope, errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        err: AppError
+        if exc.status_code == 404:
+            err = NotFound(f"No route for {request.method} {request.url.path}.")
+        elif exc.status_code == 405:
+            err = AppError(
+                f"Method {request.method} is not allowed on {request.url.path}.",
+                kind=ErrorKind.METHOD_NOT_ALLOWED,
+                headers=dict(exc.headers or {}),
+            )
+        else:
+            kind = next(
+                (k for k in ErrorKind if k.status_code == exc.status_code), ErrorKind.VALIDATION
+            )
+            err = AppError(str(exc.detail), kind=kind, headers=dict(exc.headers or {}))
+        return render_error(request.url.path, err, error_context(request.scope))

@@ -1,0 +1,1 @@
+"""Cluster surface (Hivemind): nodes, containers, apps, deployments, and the rest, under /api."""

@@ -1,0 +1,39 @@
+"""Cluster surface: system health and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from agenthub.api.deps import RuntimeDep
+from agenthub.core.clock import isoformat_z, utcnow
+from agenthub.services.system.health import UNHEALTHY, check_components, overall
+
+router = APIRouter(prefix="/api", tags=["cluster"])
+
+
+@router.get("/health")
+async def health(runtime: RuntimeDep) -> JSONResponse:
+    """Status of the hub's components, probed now; 503 when one of them is down."""
+    components = await check_components(runtime)
+    status = overall(components)
+    data: dict[str, Any] = {
+        "status": status,
+        "components": {
+            name: {k: v for k, v in vars(c).items() if v is not None}
+            for name, c in components.items()
+        },
+        "timestamp": isoformat_z(utcnow()),
+    }
+    return JSONResponse(
+        {"success": True, "data": data}, status_code=503 if status == UNHEALTHY else 200
+    )
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Request counts and latency histograms per route, in Prometheus text format."""
+    body = request.app.state.metrics.render()
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

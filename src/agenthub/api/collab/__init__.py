@@ -1,0 +1,1 @@
+"""Collab surface (CloudBrain): AI identities, sessions, messaging, collaborations."""

@@ -1,0 +1,102 @@
+"""Dependencies as typed aliases: the runtime, the request's unit of work, the principal."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket
+
+from agenthub.api.middleware import AuthState
+from agenthub.core.auth import Principal
+from agenthub.core.errors import Unauthorized
+from agenthub.core.settings import Settings
+from agenthub.services import events
+from agenthub.services.runtime import Runtime
+
+
+def get_runtime(connection: HTTPConnection) -> Runtime:
+    runtime: Runtime = connection.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_settings(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: services flush, this commits once, then publishes the
+    events recorded in the transaction (only after the commit, so no event announces a change
+    that was rolled back)."""
+    async with runtime.db.sessionmaker() as session:
+        try:
+            async with session.begin():
+                yield session
+        except BaseException:
+            events.discard_pending(session)
+            raise
+        await runtime.bus.publish(events.take_pending(session))
+
+
+# scope="function": commit before the response is sent, so a failed commit is an error response
+# and never a success the database does not hold.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def _auth_state(connection: HTTPConnection) -> AuthState:
+    auth: AuthState | None = getattr(connection.state, "auth", None)
+    return auth if auth is not None else AuthState(None, None)
+
+
+def get_optional_principal(request: Request) -> Principal | None:
+    """The caller if it sent valid credentials; bad credentials are still refused."""
+    auth = _auth_state(request)
+    if auth.error is not None:
+        raise auth.error
+    return auth.principal
+
+
+def get_principal(request: Request) -> Principal:
+    principal = get_optional_principal(request)
+    if principal is None:
+        raise Unauthorized(
+            "Authentication required: send 'Authorization: Bearer <API key or token>'.",
+            code="missing_credentials",
+        )
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]
+
+
+def get_admin(principal: PrincipalDep) -> Principal:
+    principal.require_admin()
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(get_admin)]
+
+
+async def websocket_principal(websocket: WebSocket, runtime: Runtime) -> Principal:
+    """A WebSocket's caller, from its Authorization header or its ``?token=`` query parameter."""
+    auth = _auth_state(websocket)
+    if auth.error is not None:
+        raise auth.error
+    if auth.principal is not None:
+        return auth.principal
+    token = websocket.query_params.get("token")
+    if token:
+        principal = await runtime.authenticator.resolve(f"Bearer {token}")
+        if principal is not None:
+            return principal
+    raise Unauthorized("Authentication required: pass ?token=<API key or token>.")

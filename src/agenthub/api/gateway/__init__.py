@@ -1,0 +1,1 @@
+"""Gateway surface (beta9 machine API): worker-machine registration and keepalive."""

@@ -1,0 +1,1 @@
+"""Hub surface (autovibe): Intelligent Machines, projects, checkpoints, resources, health."""

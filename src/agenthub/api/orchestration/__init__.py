@@ -1,0 +1,1 @@
+"""Orchestration surface (TheMachine): tasks, models, agents, workflows, ``/ws``."""

@@ -1,0 +1,20 @@
+"""The ``agenthub`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from agenthub.cli import admin, db, server, user
+
+app = typer.Typer(
+    name="agenthub",
+    help="agenthub: one open control plane for fleets of AI agents and their machines.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.command("serve")(server.serve)
+app.command("up")(server.up)
+app.command("version")(server.version)
+app.add_typer(db.app, name="db")
+app.add_typer(admin.app, name="admin")
+app.add_typer(user.app, name="user")

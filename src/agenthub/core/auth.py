@@ -1,0 +1,53 @@
+"""Principals: who is calling. Every service call receives one and checks it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from agenthub.core.errors import Forbidden
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class PrincipalKind(StrEnum):
+    USER = "user"
+    API_KEY = "api_key"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller.
+
+    ``project_id``/``tenant_id`` narrow what the principal may touch; ``None`` means unscoped.
+    ``token_jti`` and friends are set when the caller used a JWT, so logout can revoke it.
+    """
+
+    kind: PrincipalKind
+    id: uuid.UUID
+    name: str
+    role: Role
+    project_id: uuid.UUID | None = None
+    tenant_id: uuid.UUID | None = None
+    token_jti: str | None = None
+    token_expires_at: datetime | None = None
+    refresh_jti: str | None = None
+    refresh_expires_at: datetime | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    @property
+    def rate_limit_subject(self) -> str:
+        return f"{self.kind.value}:{self.id}"
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise Forbidden("This action requires the admin role.")

@@ -1,0 +1,108 @@
+"""Credential primitives: password hashing, API keys, signed tokens. No storage here."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from agenthub.core.clock import utcnow
+
+API_KEY_PREFIX = "ah_"
+JWT_ALGORITHM = "HS256"
+TokenUse = Literal["access", "refresh"]
+
+_hasher = PasswordHasher()
+# Verifying against this keeps the time of a login for an unknown user close to a real one.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Constant-effort check; an unknown user (``None``) still costs one argon2 verification."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    # API keys carry 256 bits of entropy, so a fast hash is enough and keeps lookups cheap.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def looks_like_api_key(token: str) -> bool:
+    return token.startswith(API_KEY_PREFIX)
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    subject: str
+    jti: str
+    use: TokenUse
+    expires_at: datetime
+    extra: dict[str, Any]
+
+
+class InvalidToken(Exception):
+    def __init__(self, reason: Literal["invalid", "expired"]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def encode_token(
+    secret: str,
+    *,
+    subject: str,
+    use: TokenUse,
+    ttl_s: int,
+    extra: dict[str, Any] | None = None,
+) -> tuple[str, TokenClaims]:
+    now = utcnow()
+    expires_at = now + timedelta(seconds=ttl_s)
+    jti = uuid.uuid4().hex
+    payload: dict[str, Any] = {
+        **(extra or {}),
+        "sub": subject,
+        "jti": jti,
+        "use": use,
+        "iat": int(now.timestamp()),
+        "exp": int(expires_at.timestamp()),
+    }
+    token = jwt.encode(payload, secret, algorithm=JWT_ALGORITHM)
+    return token, TokenClaims(subject, jti, use, expires_at, extra or {})
+
+
+def decode_token(secret: str, token: str, *, use: TokenUse) -> TokenClaims:
+    try:
+        payload = jwt.decode(
+            token, secret, algorithms=[JWT_ALGORITHM], options={"require": ["sub", "jti", "exp"]}
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise InvalidToken("expired") from exc
+    except jwt.PyJWTError as exc:
+        raise InvalidToken("invalid") from exc
+    if payload.get("use") != use:
+        raise InvalidToken("invalid")
+    extra = {k: v for k, v in payload.items() if k not in {"sub", "jti", "use", "iat", "exp"}}
+    return TokenClaims(
+        subject=str(payload["sub"]),
+        jti=str(payload["jti"]),
+        use=use,
+        expires_at=datetime.fromtimestamp(int(payload["exp"]), tz=utcnow().tzinfo),
+        extra=extra,
+    )

@@ -1,0 +1,114 @@
+"""The one settings tree. Every field is read from the environment with the prefix ``AGENTHUB_``.
+
+Nothing reads settings at import time: the app factory and the CLI call :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "agenthub-development-secret-change-me"  # noqa: S105 - refused in production
+MIN_PRODUCTION_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    """Configuration of a hub process (and of the CLI commands that touch its database)."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTHUB_", extra="ignore")
+
+    env: Literal["development", "production"] = Field(
+        default="development",
+        description="`production` refuses to start with the default or a short secret key.",
+    )
+    data_dir: Path = Field(
+        default=Path(".agenthub"),
+        description="Directory for the SQLite database, blobs and other local state.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL. Default: a SQLite file in the data dir. "
+        "Production: postgresql+asyncpg://user:pass@host/db.",
+    )
+    database_pool_size: int = Field(
+        default=10, ge=1, description="Connection pool size (PostgreSQL only)."
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Optional Redis URL (redis://host:6379/0). When set, TTL state, rate limits, "
+        "token revocation and event fan-out go through Redis and are shared by hub replicas.",
+    )
+    redis_prefix: str = Field(
+        default="agenthub:",
+        description="Prefix of every Redis key and channel, so deployments can share a server.",
+    )
+    secret_key: str = Field(
+        default=DEFAULT_SECRET_KEY,
+        description="Key that signs access and refresh tokens; 32+ characters in production.",
+    )
+    access_token_ttl_s: int = Field(
+        default=3600, ge=60, description="Lifetime of an access token (JWT), in seconds."
+    )
+    refresh_token_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=60, description="Lifetime of a refresh token, in seconds."
+    )
+    rate_limit_per_minute: int = Field(
+        default=100, ge=1, description="Requests per principal (or per IP) per minute."
+    )
+    rate_limit_per_hour: int = Field(
+        default=1000, ge=1, description="Requests per principal (or per IP) per hour."
+    )
+    rate_limit_per_day: int = Field(
+        default=10000, ge=1, description="Requests per principal (or per IP) per day."
+    )
+    rate_limit_enabled: bool = Field(
+        default=True, description="Turn request rate limiting off entirely (benchmarks only)."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Peer addresses whose X-Forwarded-For header is trusted for the client IP.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="URL clients and node agents use to reach this hub; "
+        "default http://<host>:<port> of the running server.",
+    )
+    ws_ping_interval_s: float = Field(
+        default=25.0, gt=0, description="Interval of server `ping` frames on /ws."
+    )
+    event_retention_days: int = Field(
+        default=30, ge=1, description="Events older than this are deleted by the hub."
+    )
+
+    @model_validator(mode="after")
+    def _enforce_non_default_secrets(self) -> Settings:
+        if self.env == "production" and (
+            self.secret_key == DEFAULT_SECRET_KEY
+            or len(self.secret_key) < MIN_PRODUCTION_SECRET_LENGTH
+        ):
+            raise ValueError(
+                "AGENTHUB_SECRET_KEY must be set to a random value of at least "
+                f"{MIN_PRODUCTION_SECRET_LENGTH} characters when AGENTHUB_ENV=production "
+                '(for example: python -c "import secrets; print(secrets.token_urlsafe(48))")'
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'agenthub.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

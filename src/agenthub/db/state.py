@@ -1,0 +1,104 @@
+"""Database-backed time-based state, used when no Redis is configured.
+
+Both stores are correct across hub replicas that share the database: counters are bumped with a
+single atomic upsert and the denylist is a table.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from agenthub.core.clock import utcnow
+from agenthub.core.ratelimit import RateLimitDecision, Window, decide
+from agenthub.db.engine import Database
+from agenthub.db.models import RateLimitCounter, RevokedToken
+
+
+class _Refused(Exception):
+    def __init__(self, counts: list[int]) -> None:
+        self.counts = counts
+
+
+class SqlRateLimiter:
+    def __init__(self, db: Database, windows: list[Window]) -> None:
+        self._db = db
+        self._windows = windows
+        self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+
+    async def hit(self, subject: str) -> RateLimitDecision:
+        now = time.time()
+        rows = [
+            {
+                "subject": subject,
+                "window_s": w.seconds,
+                "window_start": w.start(now),
+                "count": 1,
+                "expires_at": datetime.fromtimestamp(w.reset_at(now), UTC),
+            }
+            for w in self._windows
+        ]
+        upsert = self._insert(RateLimitCounter).values(rows)
+        stmt = upsert.on_conflict_do_update(
+            index_elements=["subject", "window_s", "window_start"],
+            set_={"count": RateLimitCounter.count + 1},
+        ).returning(RateLimitCounter.window_s, RateLimitCounter.count)
+        try:
+            async with self._db.session() as session:
+                by_window: dict[int, int] = dict((await session.execute(stmt)).tuples().all())
+                counts = [int(by_window[w.seconds]) for w in self._windows]
+                if any(c > w.limit for c, w in zip(counts, self._windows, strict=True)):
+                    # Rolling back un-counts the refused request in every window.
+                    raise _Refused([c - 1 for c in counts])
+        except _Refused as refused:
+            return decide(self._windows, refused.counts, False, now)
+        return decide(self._windows, counts, True, now)
+
+    async def peek(self, subject: str) -> RateLimitDecision:
+        now = time.time()
+        async with self._db.session() as session:
+            rows = await session.execute(
+                sa.select(RateLimitCounter.window_s, RateLimitCounter.count).where(
+                    RateLimitCounter.subject == subject,
+                    sa.tuple_(RateLimitCounter.window_s, RateLimitCounter.window_start).in_(
+                        [(w.seconds, w.start(now)) for w in self._windows]
+                    ),
+                )
+            )
+            by_window: dict[int, int] = dict(rows.tuples().all())
+        counts = [int(by_window.get(w.seconds, 0)) for w in self._windows]
+        allowed = all(c < w.limit for c, w in zip(counts, self._windows, strict=True))
+        return decide(self._windows, counts, allowed, now)
+
+    async def prune(self) -> int:
+        async with self._db.session() as session:
+            result = await session.execute(
+                sa.delete(RateLimitCounter).where(RateLimitCounter.expires_at < utcnow())
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+class SqlRevocationStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+
+    async def revoke(self, jti: str, expires_at: datetime) -> None:
+        stmt = self._insert(RevokedToken).values(jti=jti, expires_at=expires_at)
+        async with self._db.session() as session:
+            await session.execute(stmt.on_conflict_do_nothing(index_elements=["jti"]))
+
+    async def is_revoked(self, jti: str) -> bool:
+        async with self._db.sessionmaker() as session:
+            found = await session.scalar(sa.select(RevokedToken.jti).where(RevokedToken.jti == jti))
+        return found is not None
+
+    async def prune(self) -> int:
+        async with self._db.session() as session:
+            result = await session.execute(
+                sa.delete(RevokedToken).where(RevokedToken.expires_at < utcnow())
+            )
+        return int(getattr(result, "rowcount", 0) or 0)

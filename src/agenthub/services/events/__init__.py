@@ -1,0 +1,130 @@
+"""The event log: every state change writes an event row in its own transaction; the rows are
+handed to the bus after the commit (see :func:`take_pending`)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agenthub.core.auth import Principal
+from agenthub.core.clock import isoformat_z
+from agenthub.core.events import EventDict
+from agenthub.db.models import Event
+
+_PENDING = "agenthub.pending_events"
+
+
+def to_dict(event: Event) -> EventDict:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "data": event.data,
+        "actor": event.actor,
+        "project_id": str(event.project_id) if event.project_id else None,
+        "tenant_id": str(event.tenant_id) if event.tenant_id else None,
+        "created_at": isoformat_z(event.created_at),
+    }
+
+
+async def record(
+    session: AsyncSession,
+    type: str,
+    data: dict[str, Any],
+    *,
+    actor: Principal | None = None,
+    project_id: uuid.UUID | None = None,
+    tenant_id: uuid.UUID | None = None,
+) -> Event:
+    """Write an event in the caller's transaction; it is published once that commits."""
+    event = Event(
+        type=type,
+        data=data,
+        actor=actor.rate_limit_subject if actor else None,
+        project_id=project_id,
+        tenant_id=tenant_id,
+    )
+    session.add(event)
+    await session.flush()
+    session.info.setdefault(_PENDING, []).append(to_dict(event))
+    return event
+
+
+def take_pending(session: AsyncSession) -> list[EventDict]:
+    """The events recorded in ``session`` since the last call; call after a successful commit."""
+    pending: list[EventDict] = session.info.pop(_PENDING, [])
+    return pending
+
+
+def discard_pending(session: AsyncSession) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def visible_to(principal: Principal) -> Callable[[EventDict], bool]:
+    """Which events a principal may receive: all for admins; else those of its project/tenant."""
+    if principal.is_admin:
+        return lambda _event: True
+    project = str(principal.project_id) if principal.project_id else None
+    tenant = str(principal.tenant_id) if principal.tenant_id else None
+
+    def accept(event: EventDict) -> bool:
+        return (project is not None and event.get("project_id") == project) or (
+            tenant is not None and event.get("tenant_id") == tenant
+        )
+
+    return accept
+
+
+def type_filter(types: Sequence[str] | None) -> Callable[[str], bool]:
+    """Match event types by name, ``prefix.*`` wildcard, or the underscore spelling
+    (``node_joined``) that WebSocket frames use."""
+    if not types:
+        return lambda _type: True
+    exact = {t for t in types if not t.endswith("*")}
+    prefixes = tuple(t[:-1] for t in types if t.endswith("*"))
+
+    def match(event_type: str) -> bool:
+        return (
+            event_type in exact
+            or event_type.replace(".", "_") in exact
+            or event_type.startswith(prefixes)
+            or event_type.replace(".", "_").startswith(prefixes)
+        )
+
+    return match
+
+
+async def list_events(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    after_id: int | None = None,
+    types: Sequence[str] | None = None,
+    limit: int = 100,
+) -> list[EventDict]:
+    """Events visible to ``principal`` after ``after_id``, oldest first."""
+    stmt = sa.select(Event).order_by(Event.id.asc())
+    if after_id is not None:
+        stmt = stmt.where(Event.id > after_id)
+    if not principal.is_admin:
+        conditions = []
+        if principal.project_id:
+            conditions.append(Event.project_id == principal.project_id)
+        if principal.tenant_id:
+            conditions.append(Event.tenant_id == principal.tenant_id)
+        if not conditions:
+            return []
+        stmt = stmt.where(sa.or_(*conditions))
+    match = type_filter(types)
+    found: list[EventDict] = []
+    # Type wildcards are matched in Python, so read in batches until the page is full.
+    while len(found) < limit:
+        batch = (await session.scalars(stmt.limit(limit * 2))).all()
+        if not batch:
+            break
+        found.extend(to_dict(e) for e in batch if match(e.type))
+        stmt = stmt.where(Event.id > batch[-1].id)
+    return found[:limit]

@@ -1,0 +1,1 @@
+"""Identity: users, API keys, access/refresh tokens and the resolution of credentials."""

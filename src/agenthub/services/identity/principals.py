@@ -1,0 +1,134 @@
+"""Turning an ``Authorization`` header into a :class:`Principal`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import uuid
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from agenthub.core.auth import Principal, PrincipalKind, Role
+from agenthub.core.clock import utcnow
+from agenthub.core.errors import Unauthorized
+from agenthub.core.revocation import RevocationStore
+from agenthub.core.security import (
+    InvalidToken,
+    decode_token,
+    hash_api_key,
+    looks_like_api_key,
+    verify_password,
+)
+from agenthub.db.engine import Database
+from agenthub.db.models import ApiKey, User
+
+
+class Authenticator:
+    """Resolves credentials: ``Bearer <api key>``, ``Bearer <access JWT>``, ``Basic <user:pw>``.
+
+    Returns ``None`` when no credentials were given; raises :class:`Unauthorized` for bad ones.
+    """
+
+    def __init__(self, db: Database, secret_key: str, revocations: RevocationStore) -> None:
+        self._db = db
+        self._secret_key = secret_key
+        self._revocations = revocations
+
+    async def resolve(self, authorization: str | None) -> Principal | None:
+        if not authorization or not authorization.strip():
+            return None
+        scheme, _, credentials = authorization.strip().partition(" ")
+        credentials = credentials.strip()
+        match scheme.lower():
+            case "bearer" if credentials:
+                if looks_like_api_key(credentials):
+                    return await self._api_key(credentials)
+                return await self.access_token(credentials)
+            case "basic" if credentials:
+                return await self._basic(credentials)
+            case _:
+                raise Unauthorized(
+                    "Unsupported Authorization header: "
+                    "use 'Bearer <token>' or 'Basic <credentials>'.",
+                    code="invalid_token",
+                )
+
+    async def _api_key(self, key: str) -> Principal:
+        async with self._db.sessionmaker() as session:
+            record = await session.scalar(
+                sa.select(ApiKey).where(
+                    ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None)
+                )
+            )
+        if record is None or (record.expires_at is not None and record.expires_at <= utcnow()):
+            raise Unauthorized("Invalid or revoked API key.", code="invalid_token")
+        return Principal(
+            kind=PrincipalKind.API_KEY,
+            id=record.id,
+            name=record.name,
+            role=Role(record.role),
+            project_id=record.project_id,
+            tenant_id=record.tenant_id,
+        )
+
+    async def access_token(self, token: str) -> Principal:
+        """Validate an access JWT: signature, expiry, revocation, and that its user is active."""
+        try:
+            claims = decode_token(self._secret_key, token, use="access")
+        except InvalidToken as exc:
+            if exc.reason == "expired":
+                raise Unauthorized("Token has expired.", code="token_expired") from exc
+            raise Unauthorized("Invalid token.", code="invalid_token") from exc
+        if await self._revocations.is_revoked(claims.jti):
+            raise Unauthorized("Token has been revoked.", code="invalid_token")
+        try:
+            user_id = uuid.UUID(claims.subject)
+        except ValueError as exc:
+            raise Unauthorized("Invalid token.", code="invalid_token") from exc
+        async with self._db.sessionmaker() as session:
+            user = await session.get(User, user_id)
+        if user is None or not user.is_active:
+            raise Unauthorized("Invalid token.", code="invalid_token")
+        refresh_exp = claims.extra.get("rexp")
+        return Principal(
+            kind=PrincipalKind.USER,
+            id=user.id,
+            name=user.username,
+            role=Role(user.role),
+            tenant_id=user.tenant_id,
+            token_jti=claims.jti,
+            token_expires_at=claims.expires_at,
+            refresh_jti=claims.extra.get("rjti"),
+            refresh_expires_at=datetime.fromtimestamp(int(refresh_exp), UTC)
+            if refresh_exp
+            else None,
+        )
+
+    async def _basic(self, credentials: str) -> Principal:
+        try:
+            username, sep, password = (
+                base64.b64decode(credentials, validate=True).decode().partition(":")
+            )
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise Unauthorized("Malformed Basic credentials.", code="invalid_credentials") from exc
+        if not sep:
+            raise Unauthorized("Malformed Basic credentials.", code="invalid_credentials")
+        user = await self.check_password(username, password)
+        return Principal(
+            kind=PrincipalKind.USER,
+            id=user.id,
+            name=user.username,
+            role=Role(user.role),
+            tenant_id=user.tenant_id,
+        )
+
+    async def check_password(self, username: str, password: str) -> User:
+        async with self._db.sessionmaker() as session:
+            user = await session.scalar(sa.select(User).where(User.username == username))
+        stored = user.password_hash if user is not None and user.is_active else None
+        # argon2 is deliberately slow: keep it off the event loop.
+        if not await asyncio.to_thread(verify_password, stored, password) or user is None:
+            raise Unauthorized("Invalid username or password.", code="invalid_credentials")
+        return user
