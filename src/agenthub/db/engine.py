@@ -49,7 +49,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(conn: sa.Connection) -> None:
         # A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when
         # another connection wrote in between (the busy timeout does not apply to that case).
-        # Taking the write lock at BEGIN makes every transaction wait its turn instead.
+        # Taking the write lock at BEGIN makes every transaction wait its turn instead. The
+        # price: one task must not hold a transaction while it opens another (it would wait
+        # for itself), so services finish or avoid the request's session before using a
+        # store that opens its own.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 

@@ -50,12 +50,10 @@ async def login(body: LoginRequest, runtime: RuntimeDep) -> Envelope[TokenRead]:
 
 
 @router.post("/auth/refresh", response_model=Envelope[TokenRead])
-async def refresh(
-    body: RefreshRequest, runtime: RuntimeDep, session: SessionDep
-) -> Envelope[TokenRead]:
+async def refresh(body: RefreshRequest, runtime: RuntimeDep) -> Envelope[TokenRead]:
     """Exchange a refresh token for a new pair; the old refresh token stops working."""
     pair = await tokens.refresh(
-        session, runtime.revocations, runtime.settings, refresh_token=body.refresh_token
+        runtime.db, runtime.revocations, runtime.settings, refresh_token=body.refresh_token
     )
     return wrap(_token_read(pair))
 

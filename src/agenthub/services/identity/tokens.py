@@ -6,13 +6,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from agenthub.core.auth import Principal
 from agenthub.core.errors import Unauthorized, ValidationFailed
 from agenthub.core.revocation import RevocationStore
 from agenthub.core.security import InvalidToken, decode_token, encode_token
 from agenthub.core.settings import Settings
+from agenthub.db.engine import Database
 from agenthub.db.models import User
 from agenthub.services.identity.principals import Authenticator
 
@@ -58,7 +57,7 @@ async def login(
 
 
 async def refresh(
-    session: AsyncSession, revocations: RevocationStore, settings: Settings, *, refresh_token: str
+    db: Database, revocations: RevocationStore, settings: Settings, *, refresh_token: str
 ) -> TokenPair:
     """Exchange a refresh token for a new pair; the old refresh token stops working (rotation)."""
     try:
@@ -71,7 +70,8 @@ async def refresh(
         raise Unauthorized("Invalid refresh token.", code="invalid_token") from exc
     if await revocations.is_revoked(claims.jti):
         raise Unauthorized("Refresh token has been revoked.", code="invalid_token")
-    user = await session.get(User, user_id)
+    async with db.sessionmaker() as session:
+        user = await session.get(User, user_id)
     if user is None or not user.is_active:
         raise Unauthorized("Invalid refresh token.", code="invalid_token")
     await revocations.revoke(claims.jti, claims.expires_at)
