@@ -26,7 +26,10 @@ async def _postgres_admin(sql: str) -> None:
 
     url = make_url(POSTGRES_URL)
     conn = await asyncpg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
         database=url.database,
     )
     try:

@@ -27,7 +27,9 @@ def free_port() -> int:
 class Backend:
     """Where a test hub keeps its state: ``sqlite`` (a file) or ``postgres`` (+ Redis)."""
 
-    def __init__(self, name: str, database_url: str, redis_url: str | None, redis_prefix: str) -> None:
+    def __init__(
+        self, name: str, database_url: str, redis_url: str | None, redis_prefix: str
+    ) -> None:
         self.name = name
         self.database_url = database_url
         self.redis_url = redis_url
@@ -53,7 +55,9 @@ class Backend:
         return env
 
 
-def run_cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    env: dict[str, str], *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "agenthub", *args],
         env=env,
@@ -74,7 +78,16 @@ class HubProcess:
         self.log_path = log_path
         self._log = log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agenthub", command, "--port", str(self.port), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "agenthub",
+                command,
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -42,16 +42,20 @@ async def next_matching(stream: AsyncIterator[dict[str, Any]], name: str) -> dic
     return await asyncio.wait_for(find(), timeout=15)
 
 
-async def test_sse_delivers_and_replays(hub: HubProcess, admin_key: str, admin: httpx.AsyncClient) -> None:
+async def test_sse_delivers_and_replays(
+    hub: HubProcess, admin_key: str, admin: httpx.AsyncClient
+) -> None:
     name = f"sse-{uuid.uuid4().hex[:6]}"
-    async with httpx.AsyncClient(base_url=hub.url, headers=bearer(admin_key), timeout=30) as c:
-        async with c.stream("GET", "/api/stream/events", params={"types": "api_key.*"}) as stream:
-            assert stream.status_code == 200
-            assert stream.headers["content-type"].startswith("text/event-stream")
-            events = sse_events(stream)
-            await asyncio.sleep(0.3)  # let the subscription register
-            created = await admin.post("/api/auth/keys", json={"name": name})
-            event = await next_matching(events, name)
+    async with (
+        httpx.AsyncClient(base_url=hub.url, headers=bearer(admin_key), timeout=30) as c,
+        c.stream("GET", "/api/stream/events", params={"types": "api_key.*"}) as stream,
+    ):
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(stream)
+        await asyncio.sleep(0.3)  # let the subscription register
+        created = await admin.post("/api/auth/keys", json={"name": name})
+        event = await next_matching(events, name)
     assert event["event"] == "api_key.created"
     assert event["data"]["data"]["id"] == created.json()["data"]["id"]
     assert "key" not in event["data"]["data"]
@@ -60,46 +64,64 @@ async def test_sse_delivers_and_replays(hub: HubProcess, admin_key: str, admin: 
     # Missed while disconnected: replayed on reconnect with Last-Event-ID.
     missed = f"missed-{uuid.uuid4().hex[:6]}"
     await admin.post("/api/auth/keys", json={"name": missed})
-    async with httpx.AsyncClient(base_url=hub.url, headers=bearer(admin_key), timeout=30) as c:
-        async with c.stream(
-            "GET", "/api/stream/events", headers={"Last-Event-ID": str(first_id)}, params={"types": "api_key.created"}
-        ) as stream:
-            replayed = await next_matching(sse_events(stream), missed)
+    async with (
+        httpx.AsyncClient(base_url=hub.url, headers=bearer(admin_key), timeout=30) as c,
+        c.stream(
+            "GET",
+            "/api/stream/events",
+            headers={"Last-Event-ID": str(first_id)},
+            params={"types": "api_key.created"},
+        ) as stream,
+    ):
+        replayed = await next_matching(sse_events(stream), missed)
     assert int(replayed["id"]) > first_id
 
-    log = (await admin.get("/api/events", params={"after_id": first_id - 1, "types": "api_key.created"})).json()
+    log = (
+        await admin.get(
+            "/api/events", params={"after_id": first_id - 1, "types": "api_key.created"}
+        )
+    ).json()
     assert [e["id"] for e in log["data"]["events"]][:1] == [first_id]
 
 
-async def test_scoped_member_sees_only_its_project(hub: HubProcess, admin: httpx.AsyncClient) -> None:
+async def test_scoped_member_sees_only_its_project(
+    hub: HubProcess, admin: httpx.AsyncClient
+) -> None:
     project = str(uuid.uuid4())
     member_key = (
         await admin.post("/api/auth/keys", json={"name": "scoped", "project_id": project})
     ).json()["data"]["key"]
-    async with httpx.AsyncClient(base_url=hub.url, headers=bearer(member_key), timeout=30) as c:
-        async with c.stream("GET", "/api/stream/events") as stream:
-            events = sse_events(stream)
-            await asyncio.sleep(0.3)
-            await admin.post("/api/auth/keys", json={"name": "not-yours"})
-            mine = f"yours-{uuid.uuid4().hex[:6]}"
-            await admin.post("/api/auth/keys", json={"name": mine, "project_id": project})
-            first = await asyncio.wait_for(events.__anext__(), timeout=15)
+    async with (
+        httpx.AsyncClient(base_url=hub.url, headers=bearer(member_key), timeout=30) as c,
+        c.stream("GET", "/api/stream/events") as stream,
+    ):
+        events = sse_events(stream)
+        await asyncio.sleep(0.3)
+        await admin.post("/api/auth/keys", json={"name": "not-yours"})
+        mine = f"yours-{uuid.uuid4().hex[:6]}"
+        await admin.post("/api/auth/keys", json={"name": mine, "project_id": project})
+        first = await asyncio.wait_for(events.__anext__(), timeout=15)
     # The unscoped event came first on the bus but was not delivered.
     assert first["data"]["data"]["name"] == mine
     assert first["data"]["project_id"] == project
     async with httpx.AsyncClient(base_url=hub.url, headers=bearer(member_key)) as c2:
         listed = (await c2.get("/api/events")).json()["data"]["events"]
-    assert listed and all(e["project_id"] == project for e in listed)
+    assert listed
+    assert all(e["project_id"] == project for e in listed)
 
 
 async def test_stream_requires_auth_and_valid_resume_id(hub: HubProcess, admin_key: str) -> None:
     async with httpx.AsyncClient(base_url=hub.url, timeout=10) as c:
         assert (await c.get("/api/stream/events")).status_code == 401
-        bad = await c.get("/api/stream/events", headers={**bearer(admin_key), "Last-Event-ID": "abc"})
+        bad = await c.get(
+            "/api/stream/events", headers={**bearer(admin_key), "Last-Event-ID": "abc"}
+        )
         assert bad.status_code == 400
 
 
-async def test_cluster_websocket_frames(hub: HubProcess, admin_key: str, admin: httpx.AsyncClient) -> None:
+async def test_cluster_websocket_frames(
+    hub: HubProcess, admin_key: str, admin: httpx.AsyncClient
+) -> None:
     ws_url = hub.url.replace("http", "ws") + f"/api/ws?token={admin_key}&types=api_key.created"
     name = f"ws-{uuid.uuid4().hex[:6]}"
     async with websockets.connect(ws_url) as ws:
@@ -110,7 +132,8 @@ async def test_cluster_websocket_frames(hub: HubProcess, admin_key: str, admin: 
             if frame["data"].get("name") == name:
                 break
     assert frame["type"] == "api_key_created"
-    assert frame["data"]["timestamp"].endswith("Z") and frame["data"]["event_id"] > 0
+    assert frame["data"]["timestamp"].endswith("Z")
+    assert frame["data"]["event_id"] > 0
 
 
 async def test_websockets_refuse_anonymous(hub: HubProcess) -> None:
@@ -130,13 +153,15 @@ async def test_orchestration_ws_protocol(hub: HubProcess, admin_key: str) -> Non
 
         hello = await recv()
         assert hello["type"] == "connection_established"
-        assert hello["data"]["client_id"] and hello["data"]["server_time"].endswith("Z")
+        assert hello["data"]["client_id"]
+        assert hello["data"]["server_time"].endswith("Z")
 
         await ws.send(json.dumps({"type": "subscribe", "data": {"channel": "system_status"}}))
         assert (await recv()) == {"type": "subscribed", "data": {"channel": "system_status"}}
         status = await recv()
         assert status["type"] == "system_status_update"
-        assert status["data"]["database_status"] == "healthy" and status["data"]["api_status"] == "healthy"
+        assert status["data"]["database_status"] == "healthy"
+        assert status["data"]["api_status"] == "healthy"
 
         await ws.send(json.dumps({"type": "subscribe", "data": {"channel": "task"}}))
         assert (await recv())["data"]["code"] == "invalid_subscription"
@@ -150,7 +175,9 @@ async def test_orchestration_ws_protocol(hub: HubProcess, admin_key: str) -> Non
         assert (await recv()) == {"type": "unsubscribed", "data": {"channel": "system_status"}}
 
 
-async def test_orchestration_ws_sends_periodic_pings(backend_factory, tmp_path_factory, admin_key: str) -> None:  # type: ignore[no-untyped-def]
+async def test_orchestration_ws_sends_periodic_pings(
+    backend_factory, tmp_path_factory, admin_key: str
+) -> None:  # type: ignore[no-untyped-def]
     backend = backend_factory()
     env = backend.env(tmp_path_factory.mktemp("ping"), ws_ping_interval_s="0.5")
     from tests.support import run_cli
@@ -162,7 +189,8 @@ async def test_orchestration_ws_sends_periodic_pings(backend_factory, tmp_path_f
             assert json.loads(await ws.recv())["type"] == "connection_established"
             await ws.send(json.dumps({"type": "subscribe", "data": {"channel": "system_status"}}))
             types = [json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] for _ in range(5)]
-        assert "ping" in types and types.count("system_status_update") >= 2
+        assert "ping" in types
+        assert types.count("system_status_update") >= 2
     finally:
         process.stop()
 
@@ -192,7 +220,9 @@ async def test_events_cross_replicas_through_redis(backend_factory, tmp_path_fac
             await c.post(f"{a.url}/api/auth/users", json=user)
             token = (await c.post(f"{a.url}/api/auth/login", json=user)).json()["data"]["token"]
             assert (await c.get(f"{b.url}/api/auth/me", headers=bearer(token))).status_code == 200
-            assert (await c.post(f"{a.url}/api/auth/logout", headers=bearer(token))).status_code == 200
+            assert (
+                await c.post(f"{a.url}/api/auth/logout", headers=bearer(token))
+            ).status_code == 200
             assert (await c.get(f"{b.url}/api/auth/me", headers=bearer(token))).status_code == 401
     finally:
         a.stop()

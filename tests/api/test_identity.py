@@ -15,12 +15,16 @@ pytestmark = pytest.mark.db
 
 
 def basic(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
+    return {
+        "Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    }
 
 
 async def make_user(admin: httpx.AsyncClient, role: str = "member") -> tuple[str, str]:
     username, password = f"user-{uuid.uuid4().hex[:8]}", "s3cret-password"
-    r = await admin.post("/api/auth/users", json={"username": username, "password": password, "role": role})
+    r = await admin.post(
+        "/api/auth/users", json={"username": username, "password": password, "role": role}
+    )
     assert r.status_code == 201, r.text
     assert r.json()["data"]["username"] == username
     return username, password
@@ -43,12 +47,15 @@ async def test_missing_and_bad_credentials_are_401(client: httpx.AsyncClient) ->
         assert r.json()["success"] is False
 
 
-async def test_api_key_lifecycle_and_member_is_forbidden(admin: httpx.AsyncClient, client: httpx.AsyncClient) -> None:
+async def test_api_key_lifecycle_and_member_is_forbidden(
+    admin: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
     created = await admin.post("/api/auth/keys", json={"name": "member-key", "role": "member"})
     assert created.status_code == 201
     data = created.json()["data"]
     key, key_id = data["key"], data["id"]
-    assert key.startswith("ah_") and data["key_prefix"] == key[:10]
+    assert key.startswith("ah_")
+    assert data["key_prefix"] == key[:10]
 
     me = await client.get("/api/auth/me", headers=bearer(key))
     assert me.json()["data"]["role"] == "member"
@@ -61,7 +68,8 @@ async def test_api_key_lifecycle_and_member_is_forbidden(admin: httpx.AsyncClien
     assert all("key" not in k and "key_hash" not in k for k in listed)
 
     revoked = await admin.delete(f"/api/auth/keys/{key_id}")
-    assert revoked.status_code == 200 and revoked.json()["data"]["revoked_at"]
+    assert revoked.status_code == 200
+    assert revoked.json()["data"]["revoked_at"]
     assert (await client.get("/api/auth/me", headers=bearer(key))).status_code == 401
     missing = await admin.delete(f"/api/auth/keys/{uuid.uuid4()}")
     assert missing.status_code == 404
@@ -80,7 +88,8 @@ async def test_keys_are_stored_hashed(admin: httpx.AsyncClient, hub: HubProcess)
             passwords = (await conn.execute(sa.text("SELECT password_hash FROM users"))).all()
     finally:
         await db.dispose()
-    assert rows and all(key not in (h, p) for h, p in rows)
+    assert rows
+    assert all(key not in (h, p) for h, p in rows)
     assert all(p.startswith("$argon2") for (p,) in passwords)
 
 
@@ -88,48 +97,79 @@ async def test_key_list_paginates_sorts_and_selects_fields(admin: httpx.AsyncCli
     tag = uuid.uuid4().hex[:6]
     for name in ("c", "a", "b"):
         await admin.post("/api/auth/keys", json={"name": f"zz-{tag}-{name}"})
-    r = await admin.get("/api/auth/keys", params={"sort": "name", "order": "desc", "limit": 2, "fields": "name,id"})
+    r = await admin.get(
+        "/api/auth/keys", params={"sort": "name", "order": "desc", "limit": 2, "fields": "name,id"}
+    )
     assert r.status_code == 200
     data = r.json()["data"]
     assert [k["name"] for k in data["api_keys"]] == [f"zz-{tag}-c", f"zz-{tag}-b"]
     assert all(set(k) == {"name", "id"} for k in data["api_keys"])
     page = data["pagination"]
-    assert (page["limit"], page["offset"], page["next_offset"], page["prev_offset"]) == (2, 0, 2, None)
-    second = (await admin.get("/api/auth/keys", params={"sort": "name", "order": "desc", "limit": 2, "offset": 2})).json()
+    assert (page["limit"], page["offset"], page["next_offset"], page["prev_offset"]) == (
+        2,
+        0,
+        2,
+        None,
+    )
+    second = (
+        await admin.get(
+            "/api/auth/keys", params={"sort": "name", "order": "desc", "limit": 2, "offset": 2}
+        )
+    ).json()
     assert second["data"]["api_keys"][0]["name"] == f"zz-{tag}-a"
     assert second["data"]["pagination"]["total"] == page["total"]
 
-    for params in ({"sort": "key_hash"}, {"fields": "secret"}, {"limit": 0}, {"limit": 101}, {"order": "up"}):
+    for params in (
+        {"sort": "key_hash"},
+        {"fields": "secret"},
+        {"limit": 0},
+        {"limit": 101},
+        {"order": "up"},
+    ):
         bad = await admin.get("/api/auth/keys", params=params)
         assert bad.status_code == 400, params
         assert bad.json()["error"]["code"] == "invalid_request"
 
 
-async def test_login_jwt_basic_refresh_and_logout(admin: httpx.AsyncClient, client: httpx.AsyncClient) -> None:
+async def test_login_jwt_basic_refresh_and_logout(
+    admin: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
     username, password = await make_user(admin)
-    wrong = await client.post("/api/auth/login", json={"username": username, "password": "nope-nope"})
+    wrong = await client.post(
+        "/api/auth/login", json={"username": username, "password": "nope-nope"}
+    )
     assert wrong.status_code == 401
-    unknown = await client.post("/api/auth/login", json={"username": "ghost", "password": "nope-nope"})
+    unknown = await client.post(
+        "/api/auth/login", json={"username": "ghost", "password": "nope-nope"}
+    )
     assert unknown.status_code == 401
 
     login = await client.post("/api/auth/login", json={"username": username, "password": password})
     assert login.status_code == 200
     tokens = login.json()["data"]
-    assert tokens["username"] == username and tokens["expires_at"].endswith("Z")
+    assert tokens["username"] == username
+    assert tokens["expires_at"].endswith("Z")
     me = await client.get("/api/auth/me", headers=bearer(tokens["token"]))
-    assert me.json()["data"]["name"] == username and me.json()["data"]["kind"] == "user"
+    assert me.json()["data"]["name"] == username
+    assert me.json()["data"]["kind"] == "user"
 
     assert (await client.get("/api/auth/me", headers=basic(username, password))).status_code == 200
-    assert (await client.get("/api/auth/me", headers=basic(username, "wrong-pass"))).status_code == 401
+    assert (
+        await client.get("/api/auth/me", headers=basic(username, "wrong-pass"))
+    ).status_code == 401
 
     # Refresh rotates: the new pair works, the used refresh token does not.
-    refreshed = await client.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    refreshed = await client.post(
+        "/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
     assert refreshed.status_code == 200
     pair = refreshed.json()["data"]
     again = await client.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert again.status_code == 401
     # An access token is not a refresh token.
-    assert (await client.post("/api/auth/refresh", json={"refresh_token": pair["token"]})).status_code == 401
+    assert (
+        await client.post("/api/auth/refresh", json={"refresh_token": pair["token"]})
+    ).status_code == 401
 
     out = await client.post("/api/auth/logout", headers=bearer(pair["token"]))
     assert out.status_code == 200
@@ -142,19 +182,30 @@ async def test_login_jwt_basic_refresh_and_logout(admin: httpx.AsyncClient, clie
     assert (await client.get("/api/auth/me", headers=bearer(tokens["token"]))).status_code == 200
 
 
-async def test_expired_and_forged_tokens(admin: httpx.AsyncClient, client: httpx.AsyncClient) -> None:
+async def test_expired_and_forged_tokens(
+    admin: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
     username, password = await make_user(admin)
-    token = (await client.post("/api/auth/login", json={"username": username, "password": password})).json()["data"]["token"]
+    token = (
+        await client.post("/api/auth/login", json={"username": username, "password": password})
+    ).json()["data"]["token"]
     claims = jwt.decode(token, TEST_SECRET, algorithms=["HS256"])
-    expired = jwt.encode({**claims, "exp": 1_000_000, "iat": 999_000}, TEST_SECRET, algorithm="HS256")
+    expired = jwt.encode(
+        {**claims, "exp": 1_000_000, "iat": 999_000}, TEST_SECRET, algorithm="HS256"
+    )
     r = await client.get("/api/auth/me", headers=bearer(expired))
-    assert r.status_code == 401 and "expired" in r.json()["error"]["message"].lower()
+    assert r.status_code == 401
+    assert "expired" in r.json()["error"]["message"].lower()
     forged = jwt.encode(claims, "another-secret-of-enough-length-xxxxxxxx", algorithm="HS256")
     assert (await client.get("/api/auth/me", headers=bearer(forged))).status_code == 401
 
 
-async def test_only_admins_manage_identity(admin: httpx.AsyncClient, client: httpx.AsyncClient) -> None:
-    member_key = (await admin.post("/api/auth/keys", json={"name": "m", "role": "member"})).json()["data"]["key"]
+async def test_only_admins_manage_identity(
+    admin: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    member_key = (await admin.post("/api/auth/keys", json={"name": "m", "role": "member"})).json()[
+        "data"
+    ]["key"]
     for method, path, body in (
         ("POST", "/api/auth/keys", {"name": "x"}),
         ("POST", "/api/auth/users", {"username": "x-user", "password": "password123"}),
@@ -166,19 +217,32 @@ async def test_only_admins_manage_identity(admin: httpx.AsyncClient, client: htt
 
 async def test_user_validation(admin: httpx.AsyncClient) -> None:
     username, _ = await make_user(admin)
-    dup = await admin.post("/api/auth/users", json={"username": username, "password": "password123"})
-    assert dup.status_code == 409 and dup.json()["error"]["code"] == "resource_conflict"
+    dup = await admin.post(
+        "/api/auth/users", json={"username": username, "password": "password123"}
+    )
+    assert dup.status_code == 409
+    assert dup.json()["error"]["code"] == "resource_conflict"
     short = await admin.post("/api/auth/users", json={"username": "shorty", "password": "x"})
     assert short.status_code == 400
-    bad = await admin.post("/api/auth/users", json={"username": "bad name!", "password": "password123"})
-    assert bad.status_code == 400 and "username" in bad.json()["error"]["message"]
+    bad = await admin.post(
+        "/api/auth/users", json={"username": "bad name!", "password": "password123"}
+    )
+    assert bad.status_code == 400
+    assert "username" in bad.json()["error"]["message"]
 
 
 def test_cli_user_create_then_login(hub: HubProcess) -> None:
     username = f"cli-{uuid.uuid4().hex[:6]}"
-    out = run_cli(hub.env, "user", "create", "--username", username, "--password", "cli-password", "--json")
-    assert '"username": "%s"' % username in out.stdout
-    r = httpx.post(f"{hub.url}/api/auth/login", json={"username": username, "password": "cli-password"})
+    out = run_cli(
+        hub.env, "user", "create", "--username", username, "--password", "cli-password", "--json"
+    )
+    assert f'"username": "{username}"' in out.stdout
+    r = httpx.post(
+        f"{hub.url}/api/auth/login", json={"username": username, "password": "cli-password"}
+    )
     assert r.status_code == 200
-    dup = run_cli(hub.env, "user", "create", "--username", username, "--password", "cli-password", check=False)
-    assert dup.returncode == 1 and "already exists" in dup.stderr
+    dup = run_cli(
+        hub.env, "user", "create", "--username", username, "--password", "cli-password", check=False
+    )
+    assert dup.returncode == 1
+    assert "already exists" in dup.stderr

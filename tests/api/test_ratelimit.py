@@ -24,7 +24,9 @@ def wait_for_fresh_minute(needed_s: float = 20.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def limited(backend_factory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubProcess, HubProcess, str]]:  # type: ignore[no-untyped-def]
+def limited(
+    backend_factory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[HubProcess, HubProcess, str]]:  # type: ignore[no-untyped-def]
     """Two replicas on one fresh backend, with a limit of 20 requests per minute."""
     backend: Backend = backend_factory()
     tmp: Path = tmp_path_factory.mktemp("limited")
@@ -56,7 +58,9 @@ async def test_exact_limit_under_concurrency(limited: tuple[HubProcess, HubProce
     for r in responses:
         assert r.headers["X-RateLimit-Limit"] == str(LIMIT)
         assert int(r.headers["X-RateLimit-Reset"]) > time.time()
-    remaining = sorted(int(r.headers["X-RateLimit-Remaining"]) for r in responses if r.status_code == 200)
+    remaining = sorted(
+        int(r.headers["X-RateLimit-Remaining"]) for r in responses if r.status_code == 200
+    )
     assert remaining == list(range(LIMIT))
     refused = next(r for r in responses if r.status_code == 429)
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
@@ -69,13 +73,19 @@ async def test_limit_is_shared_across_replicas_and_per_principal(
     a, b, admin_key = limited
     async with httpx.AsyncClient(base_url=a.url, headers=bearer(admin_key)) as admin_client:
         keys = [
-            (await admin_client.post("/api/auth/keys", json={"name": f"r{i}"})).json()["data"]["key"]
+            (await admin_client.post("/api/auth/keys", json={"name": f"r{i}"})).json()["data"][
+                "key"
+            ]
             for i in range(2)
         ]
     wait_for_fresh_minute()
     async with httpx.AsyncClient(timeout=30) as c:
         first = await asyncio.gather(
-            *(c.get(f"{hub.url}/api/auth/me", headers=bearer(keys[0])) for hub in (a, b) for _ in range(LIMIT // 2))
+            *(
+                c.get(f"{hub.url}/api/auth/me", headers=bearer(keys[0]))
+                for hub in (a, b)
+                for _ in range(LIMIT // 2)
+            )
         )
         assert all(r.status_code == 200 for r in first)
         # The window is full on both replicas for this key...
@@ -91,25 +101,32 @@ async def test_limit_is_shared_across_replicas_and_per_principal(
 async def test_429_in_every_surfaces_format(limited: tuple[HubProcess, HubProcess, str]) -> None:
     a, _b, admin_key = limited
     async with httpx.AsyncClient(base_url=a.url, headers=bearer(admin_key)) as admin_client:
-        key = (await admin_client.post("/api/auth/keys", json={"name": "fmt"})).json()["data"]["key"]
+        key = (await admin_client.post("/api/auth/keys", json={"name": "fmt"})).json()["data"][
+            "key"
+        ]
     wait_for_fresh_minute()
     async with httpx.AsyncClient(base_url=a.url, headers=bearer(key), timeout=30) as c:
         for _ in range(LIMIT):
             assert (await c.get("/api/auth/me")).status_code == 200
         hub_body = (await c.get("/api/v1/health")).json()
-        assert hub_body["success"] is False and hub_body["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+        assert hub_body["success"] is False
+        assert hub_body["error"]["code"] == "RATE_LIMIT_EXCEEDED"
         assert hub_body["error"]["request_id"]
         collab = await c.get("/api/v1/rate-limit/status")
-        assert collab.json()["code"] == "RATE_LIMIT_EXCEEDED" and collab.json()["retry_after"] >= 1
+        assert collab.json()["code"] == "RATE_LIMIT_EXCEEDED"
+        assert collab.json()["retry_after"] >= 1
         gateway = await c.get("/api/v1/machine/list")
         assert gateway.json() == {"error": "Rate limit exceeded.", "code": "rate_limit_exceeded"}
         orchestration = await c.get("/api/v1/tasks")
         assert orchestration.json() == {"detail": "Rate limit exceeded."}
         for r in (collab, gateway, orchestration):
-            assert r.status_code == 429 and "Retry-After" in r.headers
+            assert r.status_code == 429
+            assert "Retry-After" in r.headers
 
 
-async def test_anonymous_callers_are_limited_by_ip(limited: tuple[HubProcess, HubProcess, str]) -> None:
+async def test_anonymous_callers_are_limited_by_ip(
+    limited: tuple[HubProcess, HubProcess, str],
+) -> None:
     _a, b, _key = limited
     wait_for_fresh_minute()
     async with httpx.AsyncClient(base_url=b.url, timeout=30) as c:

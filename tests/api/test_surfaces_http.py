@@ -14,13 +14,18 @@ pytestmark = pytest.mark.db
 
 async def test_unknown_paths_use_each_surfaces_format(client: httpx.AsyncClient) -> None:
     hub = (await client.get("/api/v1/machines/abc")).json()
-    assert hub["success"] is False and hub["error"]["code"] == "NOT_FOUND"
+    assert hub["success"] is False
+    assert hub["error"]["code"] == "NOT_FOUND"
     assert set(hub["error"]) == {"code", "message", "details", "request_id", "timestamp"}
-    assert (await client.get("/api/v1/tasks/1")).json() == {"detail": "No route for GET /api/v1/tasks/1."}
+    assert (await client.get("/api/v1/tasks/1")).json() == {
+        "detail": "No route for GET /api/v1/tasks/1."
+    }
     gateway = await client.post("/api/v1/machine/register")
-    assert gateway.status_code == 404 and gateway.json()["code"] == "not_found"
+    assert gateway.status_code == 404
+    assert gateway.json()["code"] == "not_found"
     collab = (await client.get("/api/v1/ai/1")).json()
-    assert collab["code"] == "RESOURCE_NOT_FOUND" and "details" in collab
+    assert collab["code"] == "RESOURCE_NOT_FOUND"
+    assert "details" in collab
     cluster = await client.get("/api/nodes")
     assert cluster.status_code == 404
     assert cluster.json()["error"]["code"] == "resource_not_found"
@@ -42,16 +47,24 @@ async def test_health_reports_real_components(client: httpx.AsyncClient, hub: Hu
     hub_health = (await client.get("/api/v1/health")).json()
     assert hub_health["status"] == "healthy"
     services = hub_health["services"]
-    assert services["database"] == "healthy" and services["hub"] == "healthy"
+    assert services["database"] == "healthy"
+    assert services["hub"] == "healthy"
     expected_redis = "healthy" if "AGENTHUB_REDIS_URL" in hub.env else "not_configured"
     assert services["redis"] == expected_redis
-    assert set(hub_health) >= {"status", "services", "active_machines", "resource_utilization", "last_checkpoint"}
+    assert set(hub_health) >= {
+        "status",
+        "services",
+        "active_machines",
+        "resource_utilization",
+        "last_checkpoint",
+    }
     assert 0 <= hub_health["resource_utilization"]["memory_percent"] <= 100
 
     cluster = (await client.get("/api/health")).json()
     assert cluster["success"] is True
     components = cluster["data"]["components"]
-    assert components["database"]["status"] == "healthy" and components["database"]["latency_ms"] >= 0
+    assert components["database"]["status"] == "healthy"
+    assert components["database"]["latency_ms"] >= 0
     assert components["redis"]["status"] == expected_redis
 
 
@@ -60,19 +73,33 @@ async def test_metrics_count_requests_per_route(client: httpx.AsyncClient) -> No
         await client.get("/api/health")
     await client.get("/api/no-such-thing")
     text = (await client.get("/api/metrics")).text
-    counts = re.search(r'agenthub_http_requests_total\{method="GET",route="/api/health",status="200"\} (\d+)', text)
-    assert counts and float(counts.group(1)) >= 3
+    counts = re.search(
+        r'agenthub_http_requests_total\{method="GET",route="/api/health",status="200"\} (\d+)', text
+    )
+    assert counts
+    assert float(counts.group(1)) >= 3
     assert 'route="<unmatched>",status="404"' in text
-    assert re.search(r'agenthub_http_request_duration_seconds_bucket\{le="0.005",method="GET",route="/api/health"\}', text)
+    assert re.search(
+        r'agenthub_http_request_duration_seconds_bucket\{le="0.005",method="GET",route="/api/health"\}',
+        text,
+    )
 
 
 async def test_openapi_covers_every_surface_with_tags(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/api/openapi.json")).json()
-    assert {t["name"] for t in spec["tags"]} == {"hub", "orchestration", "gateway", "collab", "cluster"}
-    assert "/api/v1/health" in spec["paths"] and "/api/auth/login" in spec["paths"]
+    assert {t["name"] for t in spec["tags"]} == {
+        "hub",
+        "orchestration",
+        "gateway",
+        "collab",
+        "cluster",
+    }
+    assert "/api/v1/health" in spec["paths"]
+    assert "/api/auth/login" in spec["paths"]
     assert spec["paths"]["/api/v1/health"]["get"]["tags"] == ["hub"]
     docs = await client.get("/api/docs")
-    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
 
 
 async def test_unhandled_error_is_a_500_in_the_surface_format(hub: HubProcess) -> None:
@@ -104,11 +131,17 @@ async def test_unhandled_error_is_a_500_in_the_surface_format(hub: HubProcess) -
 
     app.include_router(broken)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as c,
+    ):
         hub_500 = await c.get("/api/v1/hub/boom")
         cluster_500 = await c.get("/api/boom")
     assert hub_500.status_code == 500
     assert hub_500.json()["error"]["code"] == "INTERNAL_ERROR"
     assert "kaboom" not in hub_500.text
     assert hub_500.headers["X-Request-ID"] == hub_500.json()["error"]["request_id"]
-    assert cluster_500.json() == {"success": False, "error": {"code": "internal_error", "message": "Internal server error."}}
+    assert cluster_500.json() == {
+        "success": False,
+        "error": {"code": "internal_error", "message": "Internal server error."},
+    }

@@ -21,7 +21,11 @@ def test_version_json() -> None:
 
 
 def test_production_refuses_default_secret(tmp_path: Path) -> None:
-    env = {"AGENTHUB_ENV": "production", "AGENTHUB_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    env = {
+        "AGENTHUB_ENV": "production",
+        "AGENTHUB_DATA_DIR": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+    }
     result = run_cli(env, "serve", "--port", str(free_port()), check=False)
     assert result.returncode != 0
     assert "AGENTHUB_SECRET_KEY" in result.stderr
@@ -45,8 +49,21 @@ def test_up_prints_a_bootstrap_key_once_and_serves(backend_factory, tmp_path: Pa
     def start() -> tuple[subprocess.Popen[str], dict[str, str]]:
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agenthub", "up", "--port", str(port), "--json", "--log-level", "warning"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "agenthub",
+                "up",
+                "--port",
+                str(port),
+                "--json",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert proc.stdout is not None
         info = json.loads(proc.stdout.readline())

@@ -22,6 +22,8 @@ def test_visibility_by_role_and_scope() -> None:
     unscoped = Principal(PrincipalKind.API_KEY, uuid.uuid4(), "u", Role.MEMBER)
     own = {"type": "x", "project_id": str(project), "tenant_id": None}
     other = {"type": "x", "project_id": str(uuid.uuid4()), "tenant_id": None}
-    assert visible_to(admin)(own) and visible_to(admin)(other)
-    assert visible_to(scoped)(own) and not visible_to(scoped)(other)
+    assert visible_to(admin)(own)
+    assert visible_to(admin)(other)
+    assert visible_to(scoped)(own)
+    assert not visible_to(scoped)(other)
     assert not visible_to(unscoped)(own)

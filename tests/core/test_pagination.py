@@ -14,7 +14,8 @@ def test_page_arithmetic() -> None:
     assert page.next_offset(30) is None
     assert page.prev_offset() == 10
     assert Page(10, 0).prev_offset() is None
-    assert page.has_more(31) and not page.has_more(30)
+    assert page.has_more(31)
+    assert not page.has_more(30)
 
 
 @pytest.mark.parametrize(

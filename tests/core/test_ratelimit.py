@@ -22,5 +22,6 @@ def test_refusal_waits_for_the_exhausted_window() -> None:
 
 def test_window_boundaries() -> None:
     window = Window(60, 10)
-    assert window.start(59.9) == 0 and window.start(60.0) == 60
+    assert window.start(59.9) == 0
+    assert window.start(60.0) == 60
     assert window.reset_at(61) == 120

@@ -53,16 +53,18 @@ def test_hub_envelope() -> None:
     assert data["error"]["code"] == "VALIDATION_ERROR"
     assert data["error"]["request_id"] == "rid-1"
     assert set(data["error"]) == {"code", "message", "details", "request_id", "timestamp"}
-    assert body("/api/v1/machines", AppError("x", kind=ErrorKind.LIMIT_EXCEEDED))[1]["error"][
-        "code"
-    ] == "RESOURCE_LIMIT_EXCEEDED"
+    assert (
+        body("/api/v1/machines", AppError("x", kind=ErrorKind.LIMIT_EXCEEDED))[1]["error"]["code"]
+        == "RESOURCE_LIMIT_EXCEEDED"
+    )
     assert body("/api/v1/x", AppError("x"))[0] == 500
 
 
 def test_orchestration_envelope() -> None:
     assert body("/api/v1/tasks", NotFound("Task not found")) == (404, {"detail": "Task not found"})
     status, data = body("/api/v1/tasks", ValidationFailed("bad"), VALIDATION_CTX)
-    assert status == 422 and data["detail"][0]["msg"] == "Field required"
+    assert status == 422
+    assert data["detail"][0]["msg"] == "Field required"
 
 
 def test_gateway_envelope() -> None:
@@ -85,7 +87,9 @@ def test_collab_envelope() -> None:
     status, data = body("/api/v1/ai/9", NotFound("AI not found", code="ai_not_found"))
     assert (status, data) == (404, {"error": "AI not found", "code": "AI_NOT_FOUND", "details": {}})
     status, data = body("/api/v1/ai/list", RateLimited("Rate limit exceeded", retry_after=12))
-    assert status == 429 and data["code"] == "RATE_LIMIT_EXCEEDED" and data["retry_after"] == 12
+    assert status == 429
+    assert data["code"] == "RATE_LIMIT_EXCEEDED"
+    assert data["retry_after"] == 12
     assert body("/api/v1/auth/verify", AppError("x", kind=ErrorKind.UNAUTHORIZED))[1]["code"] == (
         "INVALID_TOKEN"
     )

@@ -16,45 +16,44 @@ from agenthub.core.clock import utcnow
 from agenthub.core.ratelimit import RateLimitDecision, Window, decide
 from agenthub.db.engine import Database
 from agenthub.db.models import RateLimitCounter, RevokedToken
+from agenthub.db.types import UTCDateTime
 
 
-class _Refused(Exception):
-    def __init__(self, counts: list[int]) -> None:
-        self.counts = counts
+def _hit_statement(windows: int) -> sa.TextClause:
+    """One upsert for every window, compiled once: the hot path of every request."""
+    values = ", ".join(f"(:subject, :w{i}, :start{i}, 1, :expires{i})" for i in range(windows))
+    # Only the window count is interpolated; every value is a bound parameter.
+    return sa.text(
+        "INSERT INTO rate_limit_counters (subject, window_s, window_start, count, expires_at) "  # noqa: S608
+        f"VALUES {values} "
+        "ON CONFLICT (subject, window_s, window_start) "
+        "DO UPDATE SET count = rate_limit_counters.count + 1 "
+        "RETURNING window_s, count"
+    ).bindparams(*(sa.bindparam(f"expires{i}", type_=UTCDateTime()) for i in range(windows)))
 
 
 class SqlRateLimiter:
     def __init__(self, db: Database, windows: list[Window]) -> None:
         self._db = db
         self._windows = windows
-        self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+        self._hit = _hit_statement(len(windows))
 
     async def hit(self, subject: str) -> RateLimitDecision:
         now = time.time()
-        rows = [
-            {
-                "subject": subject,
-                "window_s": w.seconds,
-                "window_start": w.start(now),
-                "count": 1,
-                "expires_at": datetime.fromtimestamp(w.reset_at(now), UTC),
-            }
-            for w in self._windows
-        ]
-        upsert = self._insert(RateLimitCounter).values(rows)
-        stmt = upsert.on_conflict_do_update(
-            index_elements=["subject", "window_s", "window_start"],
-            set_={"count": RateLimitCounter.count + 1},
-        ).returning(RateLimitCounter.window_s, RateLimitCounter.count)
-        try:
-            async with self._db.session() as session:
-                by_window: dict[int, int] = dict((await session.execute(stmt)).tuples().all())
-                counts = [int(by_window[w.seconds]) for w in self._windows]
-                if any(c > w.limit for c, w in zip(counts, self._windows, strict=True)):
-                    # Rolling back un-counts the refused request in every window.
-                    raise _Refused([c - 1 for c in counts])
-        except _Refused as refused:
-            return decide(self._windows, refused.counts, False, now)
+        params: dict[str, object] = {"subject": subject}
+        for i, w in enumerate(self._windows):
+            params[f"w{i}"] = w.seconds
+            params[f"start{i}"] = w.start(now)
+            params[f"expires{i}"] = datetime.fromtimestamp(w.reset_at(now), UTC)
+        async with self._db.engine.connect() as conn:
+            transaction = await conn.begin()
+            by_window: dict[int, int] = dict((await conn.execute(self._hit, params)).tuples().all())
+            counts = [int(by_window[w.seconds]) for w in self._windows]
+            if any(c > w.limit for c, w in zip(counts, self._windows, strict=True)):
+                # Rolling back un-counts the refused request in every window.
+                await transaction.rollback()
+                return decide(self._windows, [c - 1 for c in counts], False, now)
+            await transaction.commit()
         return decide(self._windows, counts, True, now)
 
     async def peek(self, subject: str) -> RateLimitDecision:
