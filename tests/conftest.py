@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,13 @@ POSTGRES_URL = os.environ.get(
 REDIS_URL = os.environ.get("AGENTHUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-async def _postgres_admin(sql: str) -> None:
+def _postgres_admin(sql: str) -> None:
+    """Run one statement on the server (in a thread: callers may be inside an event loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _postgres_execute(sql)).result()
+
+
+async def _postgres_execute(sql: str) -> None:
     import asyncpg
 
     url = make_url(POSTGRES_URL)
@@ -42,7 +49,7 @@ def new_database(tmp: Path) -> str:
     """A fresh, empty database on the run's backend; its URL."""
     if BACKEND == "postgres":
         name = f"agenthub_test_{uuid.uuid4().hex[:12]}"
-        asyncio.run(_postgres_admin(f'CREATE DATABASE "{name}"'))
+        _postgres_admin(f'CREATE DATABASE "{name}"')
         _created_databases.append(name)
         return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     return f"sqlite+aiosqlite:///{tmp / f'agenthub-{uuid.uuid4().hex[:8]}.db'}"
@@ -53,7 +60,7 @@ _created_databases: list[str] = []
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for name in _created_databases:
-        asyncio.run(_postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
