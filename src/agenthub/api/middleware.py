@@ -18,7 +18,7 @@ from agenthub.api.metrics import HttpMetrics
 from agenthub.api.surfaces import render_error
 from agenthub.core.auth import Principal
 from agenthub.core.clock import isoformat_z, utcnow
-from agenthub.core.errors import AppError, ErrorKind, RateLimited
+from agenthub.core.errors import AppError, ErrorKind, RateLimited, Unavailable
 from agenthub.core.ratelimit import RateLimitDecision
 from agenthub.services.runtime import Runtime
 
@@ -122,6 +122,11 @@ class HubMiddleware:
             return await self.runtime.authenticator.resolve(headers.get("authorization")), None
         except AppError as err:
             return None, err
+        except Exception:
+            # The credential store is down: routes that need a caller answer 503 in their
+            # surface's format; public ones (health) still answer and report the outage.
+            log.exception("could not resolve credentials")
+            return None, Unavailable("Authentication is unavailable; try again shortly.")
 
     async def _rate_limit(
         self, scope: Scope, headers: Headers, principal: Principal | None
@@ -133,7 +138,6 @@ class HubMiddleware:
             if principal is not None
             else "ip:" + client_ip(scope, headers, self.runtime.settings.trusted_proxies)
         )
-        scope["state"]["rate_limit_subject"] = subject
         try:
             return await self.runtime.limiter.hit(subject)
         except Exception:

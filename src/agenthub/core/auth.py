@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -38,7 +38,6 @@ class Principal:
     token_expires_at: datetime | None = None
     refresh_jti: str | None = None
     refresh_expires_at: datetime | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_admin(self) -> bool:

@@ -110,7 +110,13 @@ class RedisBus(_LocalFanout):
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read(), name="event-bus-reader")
-        await asyncio.wait_for(self._ready.wait(), timeout=10)
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout=10)
+        except TimeoutError as exc:
+            await self.stop()
+            raise RuntimeError(
+                "Redis is configured (AGENTHUB_REDIS_URL) but its pub/sub is unreachable"
+            ) from exc
 
     async def stop(self) -> None:
         if self._reader is not None:
