@@ -13,7 +13,6 @@ from starlette.websockets import WebSocket
 from agenthub.api.middleware import AuthState
 from agenthub.core.auth import Principal
 from agenthub.core.errors import Unauthorized
-from agenthub.core.settings import Settings
 from agenthub.services import events
 from agenthub.services.runtime import Runtime
 
@@ -24,13 +23,6 @@ def get_runtime(connection: HTTPConnection) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-
-
-def get_settings(runtime: RuntimeDep) -> Settings:
-    return runtime.settings
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
@@ -76,7 +68,6 @@ def get_principal(request: Request) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
-OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]
 
 
 def get_admin(principal: PrincipalDep) -> Principal:
