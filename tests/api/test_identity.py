@@ -246,3 +246,17 @@ def test_cli_user_create_then_login(hub: HubProcess) -> None:
     )
     assert dup.returncode == 1
     assert "already exists" in dup.stderr
+
+
+async def test_a_refresh_token_is_redeemed_once_under_concurrency(
+    admin: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    username, password = await make_user(admin)
+    login = await client.post("/api/auth/login", json={"username": username, "password": password})
+    refresh_token = login.json()["data"]["refresh_token"]
+    import asyncio
+
+    results = await asyncio.gather(
+        *(client.post("/api/auth/refresh", json={"refresh_token": refresh_token}) for _ in range(8))
+    )
+    assert sorted(r.status_code for r in results) == [200] + [401] * 7

@@ -60,6 +60,17 @@ def test_hub_envelope() -> None:
     assert body("/api/v1/x", AppError("x"))[0] == 500
 
 
+def test_conflict_and_limit_exceeded_stay_distinct() -> None:
+    """Both are 409, but a plain conflict must not read as a budget refusal."""
+    assert ErrorKind.CONFLICT is not ErrorKind.LIMIT_EXCEEDED
+    status, data = body("/api/v1/projects", AppError("exists", kind=ErrorKind.CONFLICT))
+    assert status == 409
+    assert data["error"]["code"] == "CONFLICT"
+    status, data = body("/api/v1/projects", AppError("over", kind=ErrorKind.LIMIT_EXCEEDED))
+    assert status == 409
+    assert data["error"]["code"] == "RESOURCE_LIMIT_EXCEEDED"
+
+
 def test_orchestration_envelope() -> None:
     assert body("/api/v1/tasks", NotFound("Task not found")) == (404, {"detail": "Task not found"})
     status, data = body("/api/v1/tasks", ValidationFailed("bad"), VALIDATION_CTX)

@@ -12,21 +12,38 @@ from typing import Any
 
 
 class ErrorKind(Enum):
-    VALIDATION = 400
-    UNAUTHORIZED = 401
-    FORBIDDEN = 403
-    NOT_FOUND = 404
-    METHOD_NOT_ALLOWED = 405
-    CONFLICT = 409
-    LIMIT_EXCEEDED = 409
-    PAYLOAD_TOO_LARGE = 413
-    RATE_LIMITED = 429
-    INTERNAL = 500
-    UNAVAILABLE = 503
+    # Values are names, not status codes: two kinds may share a status (CONFLICT and
+    # LIMIT_EXCEEDED are both 409) and must stay distinct members.
+    VALIDATION = "validation"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL = "internal"
+    UNAVAILABLE = "unavailable"
 
     @property
     def status_code(self) -> int:
-        return int(self.value)
+        return _STATUS[self]
+
+
+_STATUS = {
+    ErrorKind.VALIDATION: 400,
+    ErrorKind.UNAUTHORIZED: 401,
+    ErrorKind.FORBIDDEN: 403,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.METHOD_NOT_ALLOWED: 405,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.LIMIT_EXCEEDED: 409,
+    ErrorKind.PAYLOAD_TOO_LARGE: 413,
+    ErrorKind.RATE_LIMITED: 429,
+    ErrorKind.INTERNAL: 500,
+    ErrorKind.UNAVAILABLE: 503,
+}
 
 
 class AppError(Exception):

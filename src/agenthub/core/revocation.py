@@ -12,8 +12,12 @@ from agenthub.core.clock import utcnow
 
 
 class RevocationStore(Protocol):
-    async def revoke(self, jti: str, expires_at: datetime) -> None:
-        """Refuse ``jti`` from now on; it may be forgotten once ``expires_at`` has passed."""
+    async def revoke(self, jti: str, expires_at: datetime) -> bool:
+        """Refuse ``jti`` from now on; it may be forgotten once ``expires_at`` has passed.
+
+        Returns ``True`` only for the call that revoked it, so a one-time token (a refresh
+        token being rotated) can be claimed exactly once, however many requests race.
+        """
 
     async def is_revoked(self, jti: str) -> bool: ...
 
@@ -23,9 +27,9 @@ class RedisRevocationStore:
         self._redis = redis
         self._prefix = prefix
 
-    async def revoke(self, jti: str, expires_at: datetime) -> None:
+    async def revoke(self, jti: str, expires_at: datetime) -> bool:
         ttl = max(1, math.ceil((expires_at - utcnow()).total_seconds()))
-        await self._redis.set(f"{self._prefix}revoked:{jti}", "1", ex=ttl)
+        return bool(await self._redis.set(f"{self._prefix}revoked:{jti}", "1", ex=ttl, nx=True))
 
     async def is_revoked(self, jti: str) -> bool:
         return bool(await self._redis.exists(f"{self._prefix}revoked:{jti}"))

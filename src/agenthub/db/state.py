@@ -85,10 +85,12 @@ class SqlRevocationStore:
         self._db = db
         self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
 
-    async def revoke(self, jti: str, expires_at: datetime) -> None:
-        stmt = self._insert(RevokedToken).values(jti=jti, expires_at=expires_at)
+    async def revoke(self, jti: str, expires_at: datetime) -> bool:
+        insert = self._insert(RevokedToken).values(jti=jti, expires_at=expires_at)
+        claim = insert.on_conflict_do_nothing(index_elements=["jti"]).returning(RevokedToken.jti)
         async with self._db.session() as session:
-            await session.execute(stmt.on_conflict_do_nothing(index_elements=["jti"]))
+            inserted = (await session.execute(claim)).first()
+        return inserted is not None
 
     async def is_revoked(self, jti: str) -> bool:
         async with self._db.sessionmaker() as session:

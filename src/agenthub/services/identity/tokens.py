@@ -68,13 +68,13 @@ async def refresh(
         raise Unauthorized("Invalid or expired refresh token.", code=code) from exc
     except ValueError as exc:
         raise Unauthorized("Invalid refresh token.", code="invalid_token") from exc
-    if await revocations.is_revoked(claims.jti):
-        raise Unauthorized("Refresh token has been revoked.", code="invalid_token")
     async with db.sessionmaker() as session:
         user = await session.get(User, user_id)
     if user is None or not user.is_active:
         raise Unauthorized("Invalid refresh token.", code="invalid_token")
-    await revocations.revoke(claims.jti, claims.expires_at)
+    # Claiming the token is the check: of concurrent refreshes with one token, one wins.
+    if not await revocations.revoke(claims.jti, claims.expires_at):
+        raise Unauthorized("Refresh token has been revoked.", code="invalid_token")
     return issue_tokens(settings, user)
 
 
