@@ -18,6 +18,9 @@ from agenthub import __version__
 from agenthub.api.cluster import auth as cluster_auth
 from agenthub.api.cluster import events as cluster_events
 from agenthub.api.cluster import health as cluster_health
+from agenthub.api.cluster import machine_tokens as cluster_machine_tokens
+from agenthub.api.cluster import nodes as cluster_nodes
+from agenthub.api.gateway import machines as gateway_machines
 from agenthub.api.hub import health as hub_health
 from agenthub.api.metrics import HttpMetrics
 from agenthub.api.middleware import HubMiddleware, error_context
@@ -25,6 +28,7 @@ from agenthub.api.orchestration import ws as orchestration_ws
 from agenthub.api.surfaces import render_error
 from agenthub.core.errors import AppError, ErrorKind, NotFound, ValidationFailed
 from agenthub.core.settings import Settings
+from agenthub.services.nodes import reaper
 from agenthub.services.runtime import build_runtime
 from agenthub.services.system import housekeeping
 
@@ -62,13 +66,23 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.bus.start()
-        sweeper = asyncio.create_task(housekeeping.run_forever(runtime), name="housekeeping")
+        controllers = [
+            asyncio.create_task(housekeeping.run_forever(runtime), name="housekeeping"),
+            asyncio.create_task(
+                reaper.run_forever(
+                    runtime.db, runtime.bus, runtime.nodes, settings.node_reaper_interval_s
+                ),
+                name="node-reaper",
+            ),
+        ]
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in controllers:
+                task.cancel()
+            for task in controllers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await runtime.close()
 
     app = FastAPI(
@@ -91,6 +105,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(cluster_auth.router)
     app.include_router(cluster_health.router)
     app.include_router(cluster_events.router)
+    app.include_router(gateway_machines.router)
+    app.include_router(cluster_nodes.router)
+    app.include_router(cluster_machine_tokens.router)
     return app
 
 

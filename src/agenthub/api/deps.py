@@ -12,7 +12,7 @@ from starlette.websockets import WebSocket
 
 from agenthub.api.middleware import AuthState
 from agenthub.core.auth import Principal
-from agenthub.core.errors import Unauthorized
+from agenthub.core.errors import Forbidden, Unauthorized
 from agenthub.services import events
 from agenthub.services.runtime import Runtime
 
@@ -29,14 +29,8 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     """The request's unit of work: services flush, this commits once, then publishes the
     events recorded in the transaction (only after the commit, so no event announces a change
     that was rolled back)."""
-    async with runtime.db.sessionmaker() as session:
-        try:
-            async with session.begin():
-                yield session
-        except BaseException:
-            events.discard_pending(session)
-            raise
-        await runtime.bus.publish(events.take_pending(session))
+    async with events.unit_of_work(runtime.db, runtime.bus) as session:
+        yield session
 
 
 # scope="function": commit before the response is sent, so a failed commit is an error response
@@ -57,13 +51,21 @@ def get_optional_principal(request: Request) -> Principal | None:
     return auth.principal
 
 
+OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]
+
+MACHINE_TOKEN_REFUSED = "Machine tokens may only call the Gateway surface and the node routes."  # noqa: S105 - a message
+
+
 def get_principal(request: Request) -> Principal:
+    """The caller: a user, an API key (or, later, an AI identity); never a machine token."""
     principal = get_optional_principal(request)
     if principal is None:
         raise Unauthorized(
             "Authentication required: send 'Authorization: Bearer <API key or token>'.",
             code="missing_credentials",
         )
+    if principal.is_machine:
+        raise Forbidden(MACHINE_TOKEN_REFUSED, code="machine_token_refused")
     return principal
 
 
@@ -83,11 +85,12 @@ async def websocket_principal(websocket: WebSocket, runtime: Runtime) -> Princip
     auth = _auth_state(websocket)
     if auth.error is not None:
         raise auth.error
-    if auth.principal is not None:
-        return auth.principal
+    principal = auth.principal
     token = websocket.query_params.get("token")
-    if token:
+    if principal is None and token:
         principal = await runtime.authenticator.resolve(f"Bearer {token}")
-        if principal is not None:
-            return principal
-    raise Unauthorized("Authentication required: pass ?token=<API key or token>.")
+    if principal is None:
+        raise Unauthorized("Authentication required: pass ?token=<API key or token>.")
+    if principal.is_machine:
+        raise Forbidden(MACHINE_TOKEN_REFUSED, code="machine_token_refused")
+    return principal

@@ -138,8 +138,13 @@ class HubMiddleware:
             if principal is not None
             else "ip:" + client_ip(scope, headers, self.runtime.settings.trusted_proxies)
         )
+        limiter = (
+            self.runtime.machine_limiter
+            if principal is not None and principal.is_machine
+            else self.runtime.limiter
+        )
         try:
-            return await self.runtime.limiter.hit(subject)
+            return await limiter.hit(subject)
         except Exception:
             # Limiting is protection, not a dependency: an outage of its store must not take
             # the API down with it. The health routes report the store as unhealthy.

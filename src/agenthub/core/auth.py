@@ -18,6 +18,8 @@ class Role(StrEnum):
 class PrincipalKind(StrEnum):
     USER = "user"
     API_KEY = "api_key"
+    # A Gateway machine token: may call only the Gateway and node routes.
+    MACHINE = "machine"
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,18 @@ class Principal:
     token_expires_at: datetime | None = None
     refresh_jti: str | None = None
     refresh_expires_at: datetime | None = None
+    # Machine tokens: the pool the token is bound to, its machine (when bound) and its type.
+    pool_name: str | None = None
+    machine_id: str | None = None
+    token_type: str | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
+
+    @property
+    def is_machine(self) -> bool:
+        return self.kind is PrincipalKind.MACHINE
 
     @property
     def rate_limit_subject(self) -> str:

@@ -49,6 +49,17 @@ def looks_like_api_key(token: str) -> bool:
     return token.startswith(API_KEY_PREFIX)
 
 
+MACHINE_TOKEN_PREFIX = "ahm_"  # noqa: S105 - a prefix, not a secret
+
+
+def new_machine_token() -> str:
+    return MACHINE_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def looks_like_machine_token(token: str) -> bool:
+    return token.startswith(MACHINE_TOKEN_PREFIX)
+
+
 @dataclass(frozen=True)
 class TokenClaims:
     subject: str

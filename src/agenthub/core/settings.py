@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "agenthub-development-secret-change-me"  # noqa: S105 - refused in production
 MIN_PRODUCTION_SECRET_LENGTH = 32
@@ -83,6 +83,60 @@ class Settings(BaseSettings):
     event_retention_days: int = Field(
         default=30, ge=1, description="Events older than this are deleted by the hub."
     )
+    pools: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Worker pools besides `default`, comma-separated (AGENTHUB_POOLS=gpu,cpu). "
+        "More can be created with `agenthub pool create`.",
+    )
+    machine_pending_ttl_s: int = Field(
+        default=3600,
+        ge=1,
+        description="How long a machine minted by `agenthub machine create` waits to register.",
+    )
+    machine_keepalive_ttl_s: int = Field(
+        default=300,
+        ge=1,
+        description="A registered machine is `lost` when no keepalive came for this long.",
+    )
+    machine_token_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a hub replica trusts a machine token it has checked; a revoked "
+        "token stops working on every replica within this time (at once on the one revoking).",
+    )
+    machine_rate_limit_per_minute: int = Field(
+        default=600, ge=1, description="Requests per machine token per minute."
+    )
+    machine_rate_limit_per_hour: int = Field(
+        default=20000, ge=1, description="Requests per machine token per hour."
+    )
+    machine_rate_limit_per_day: int = Field(
+        default=400000, ge=1, description="Requests per machine token per day."
+    )
+    node_health_history: int = Field(
+        default=120, ge=1, description="Health samples kept per node (oldest dropped first)."
+    )
+    node_health_sample_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="At most one health sample per node per this many seconds is kept.",
+    )
+    node_reaper_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the hub looks for machines whose keepalive TTL has lapsed.",
+    )
+    local_agent: bool = Field(
+        default=True,
+        description="`agenthub up` starts a node agent for this machine in pool `default`.",
+    )
+
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _split_pools(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
 
     @model_validator(mode="after")
     def _enforce_non_default_secrets(self) -> Settings:

@@ -18,6 +18,10 @@ from agenthub.core.settings import Settings
 from agenthub.db.engine import Database
 from agenthub.db.state import SqlRateLimiter, SqlRevocationStore
 from agenthub.services.identity.principals import Authenticator
+from agenthub.services.nodes.redis_state import RedisNodeStates
+from agenthub.services.nodes.sql_state import SqlNodeStates
+from agenthub.services.nodes.state import NodeStates
+from agenthub.services.nodes.tokens import MachineTokenCache
 
 
 @dataclass
@@ -27,8 +31,11 @@ class Runtime:
     redis: Redis | None
     bus: EventBus
     limiter: RateLimiter
+    # Machine tokens get their own windows: keepalives of many machines are not user traffic.
+    machine_limiter: RateLimiter
     revocations: RevocationStore
     authenticator: Authenticator
+    nodes: NodeStates
     started_at: float = field(default_factory=time.time)
 
     async def close(self) -> None:
@@ -44,18 +51,33 @@ def build_runtime(settings: Settings) -> Runtime:
     windows = standard_windows(
         settings.rate_limit_per_minute, settings.rate_limit_per_hour, settings.rate_limit_per_day
     )
+    machine_windows = standard_windows(
+        settings.machine_rate_limit_per_minute,
+        settings.machine_rate_limit_per_hour,
+        settings.machine_rate_limit_per_day,
+    )
     redis: Redis | None = None
     limiter: RateLimiter
+    machine_limiter: RateLimiter
     revocations: RevocationStore
     bus: EventBus
+    nodes: NodeStates
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url, decode_responses=True)
         limiter = RedisRateLimiter(redis, windows, settings.redis_prefix)
+        machine_limiter = RedisRateLimiter(redis, machine_windows, settings.redis_prefix)
         revocations = RedisRevocationStore(redis, settings.redis_prefix)
         bus = RedisBus(redis, settings.redis_prefix)
+        nodes = RedisNodeStates(redis, settings.redis_prefix)
     else:
         limiter = SqlRateLimiter(db, windows)
+        machine_limiter = SqlRateLimiter(db, machine_windows)
         revocations = SqlRevocationStore(db)
         bus = InProcessBus()
-    authenticator = Authenticator(db, settings.secret_key, revocations)
-    return Runtime(settings, db, redis, bus, limiter, revocations, authenticator)
+        nodes = SqlNodeStates(db)
+    authenticator = Authenticator(
+        db, settings.secret_key, revocations, MachineTokenCache(settings.machine_token_cache_s)
+    )
+    return Runtime(
+        settings, db, redis, bus, limiter, machine_limiter, revocations, authenticator, nodes
+    )

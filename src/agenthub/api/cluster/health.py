@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from agenthub.api.deps import RuntimeDep
 from agenthub.core.clock import isoformat_z, utcnow
+from agenthub.services.nodes import views as node_views
 from agenthub.services.system.health import UNHEALTHY, check_components, overall
 
 router = APIRouter(prefix="/api", tags=["cluster"])
@@ -19,12 +20,16 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
     """Status of the hub's components, probed now; 503 when one of them is down."""
     components = await check_components(runtime)
     status = overall(components)
+    report: dict[str, Any] = {
+        name: {k: v for k, v in vars(c).items() if v is not None} for name, c in components.items()
+    }
+    if status != UNHEALTHY:
+        # Lost nodes degrade the cluster; they do not make the hub itself unhealthy.
+        async with runtime.db.sessionmaker() as session:
+            report["nodes"] = await node_views.summary(session, runtime.nodes)
     data: dict[str, Any] = {
         "status": status,
-        "components": {
-            name: {k: v for k, v in vars(c).items() if v is not None}
-            for name, c in components.items()
-        },
+        "components": report,
         "timestamp": isoformat_z(utcnow()),
     }
     return JSONResponse(

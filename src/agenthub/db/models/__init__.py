@@ -2,6 +2,18 @@
 
 from agenthub.db.models.events import Event
 from agenthub.db.models.identity import ApiKey, RevokedToken, User
+from agenthub.db.models.nodes import MachineToken, Node, NodeHealthSample, NodeLease, Pool
 from agenthub.db.models.state import RateLimitCounter
 
-__all__ = ["ApiKey", "Event", "RateLimitCounter", "RevokedToken", "User"]
+__all__ = [
+    "ApiKey",
+    "Event",
+    "MachineToken",
+    "Node",
+    "NodeHealthSample",
+    "NodeLease",
+    "Pool",
+    "RateLimitCounter",
+    "RevokedToken",
+    "User",
+]

@@ -4,7 +4,8 @@ handed to the bus after the commit (see :func:`take_pending`)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.core.auth import Principal
 from agenthub.core.clock import isoformat_z
-from agenthub.core.events import EventDict
+from agenthub.core.events import EventBus, EventDict
+from agenthub.db.engine import Database
 from agenthub.db.models import Event
 
 _PENDING = "agenthub.pending_events"
@@ -61,6 +63,20 @@ def take_pending(session: AsyncSession) -> list[EventDict]:
 
 def discard_pending(session: AsyncSession) -> None:
     session.info.pop(_PENDING, None)
+
+
+@asynccontextmanager
+async def unit_of_work(db: Database, bus: EventBus) -> AsyncIterator[AsyncSession]:
+    """A transaction that commits when the block exits, then publishes the events recorded in
+    it (only after the commit, so no event announces a change that was rolled back)."""
+    async with db.sessionmaker() as session:
+        try:
+            async with session.begin():
+                yield session
+        except BaseException:
+            discard_pending(session)
+            raise
+        await bus.publish(take_pending(session))
 
 
 def visible_to(principal: Principal) -> Callable[[EventDict], bool]:

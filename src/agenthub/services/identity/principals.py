@@ -19,22 +19,32 @@ from agenthub.core.security import (
     decode_token,
     hash_api_key,
     looks_like_api_key,
+    looks_like_machine_token,
     verify_password,
 )
 from agenthub.db.engine import Database
 from agenthub.db.models import ApiKey, User
+from agenthub.services.nodes.tokens import MachineTokenCache, resolve_machine_token
 
 
 class Authenticator:
-    """Resolves credentials: ``Bearer <api key>``, ``Bearer <access JWT>``, ``Basic <user:pw>``.
+    """Resolves credentials: ``Bearer <api key>``, ``Bearer <machine token>``,
+    ``Bearer <access JWT>``, ``Basic <user:pw>``.
 
     Returns ``None`` when no credentials were given; raises :class:`Unauthorized` for bad ones.
     """
 
-    def __init__(self, db: Database, secret_key: str, revocations: RevocationStore) -> None:
+    def __init__(
+        self,
+        db: Database,
+        secret_key: str,
+        revocations: RevocationStore,
+        machine_tokens: MachineTokenCache,
+    ) -> None:
         self._db = db
         self._secret_key = secret_key
         self._revocations = revocations
+        self._machine_tokens = machine_tokens
 
     async def resolve(self, authorization: str | None) -> Principal | None:
         if not authorization or not authorization.strip():
@@ -45,6 +55,8 @@ class Authenticator:
             case "bearer" if credentials:
                 if looks_like_api_key(credentials):
                     return await self._api_key(credentials)
+                if looks_like_machine_token(credentials):
+                    return await self._machine_token(credentials)
                 return await self.access_token(credentials)
             case "basic" if credentials:
                 return await self._basic(credentials)
@@ -72,6 +84,18 @@ class Authenticator:
             project_id=record.project_id,
             tenant_id=record.tenant_id,
         )
+
+    async def _machine_token(self, token: str) -> Principal:
+        cached = self._machine_tokens.get(token)
+        if cached is not None:
+            return cached
+        principal = await resolve_machine_token(self._db, token)
+        self._machine_tokens.put(token, principal)
+        return principal
+
+    def forget_machine_tokens(self) -> None:
+        """Drop checked machine tokens (after a revocation), so the next use is checked."""
+        self._machine_tokens.clear()
 
     async def access_token(self, token: str) -> Principal:
         """Validate an access JWT: signature, expiry, revocation, and that its user is active."""
