@@ -46,7 +46,9 @@ async def _unit_of_work(settings: Settings) -> AsyncIterator[tuple[AsyncSession,
                 await redis.aclose()
 
 
-def _run(settings: Settings, work: Callable[[AsyncSession, NodeStates], Awaitable[T]]) -> T:
+def run_in_unit_of_work(
+    settings: Settings, work: Callable[[AsyncSession, NodeStates], Awaitable[T]]
+) -> T:
     from agenthub.core.errors import AppError
 
     async def run() -> T:
@@ -71,7 +73,9 @@ def pool_create(
 
     settings = load_settings()
     migrate(settings)
-    pool = _run(settings, lambda s, _: create_pool(s, settings, None, name, description))
+    pool = run_in_unit_of_work(
+        settings, lambda s, _: create_pool(s, settings, None, name, description)
+    )
     emit({"name": pool.name, "source": pool.source}, as_json=as_json, title="pool created")
 
 
@@ -86,7 +90,7 @@ def pool_list(as_json: bool = typer.Option(False, "--json", help=JsonOption)) ->
 
     settings = load_settings()
     migrate(settings)
-    found = _run(settings, lambda s, _: list_pools(s, settings))
+    found = run_in_unit_of_work(settings, lambda s, _: list_pools(s, settings))
     if as_json:
         print(json.dumps([{"name": p.name, "source": p.source} for p in found]))
         return
@@ -114,7 +118,7 @@ def machine_create(
 
     settings = load_settings()
     migrate(settings)
-    issued = _run(
+    issued = run_in_unit_of_work(
         settings,
         lambda s, states: create_machine(
             s, settings, states, None, pool_name=pool, machine_id=machine_id, token_type=token_type

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import typer
 
 from agenthub import __version__
 from agenthub.cli.context import database, load_settings, migrate
 from agenthub.cli.output import JsonOption, console, emit
+from agenthub.core.settings import Settings
 
 HostOption = typer.Option("127.0.0.1", "--host", help="Interface to listen on.")
 PortOption = typer.Option(8000, "--port", help="Port to listen on.")
@@ -60,7 +68,13 @@ def up(
     key = asyncio.run(bootstrap())
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = settings.public_url or f"http://{shown_host}:{port}"
-    info = {"url": url, "docs_url": f"{url}/api/docs", "bootstrap_admin_key": key}
+    local_machine = _issue_local_agent_token(settings) if settings.local_agent else None
+    info = {
+        "url": url,
+        "docs_url": f"{url}/api/docs",
+        "bootstrap_admin_key": key,
+        "local_machine_id": local_machine[0] if local_machine else None,
+    }
     if as_json:
         print(json.dumps(info), flush=True)
     else:
@@ -72,7 +86,78 @@ def up(
                 f"Admin API key (shown once, keep it): [bold yellow]{key}[/bold yellow]\n"
                 f"  curl -H 'Authorization: Bearer {key}' {url}/api/auth/me"
             )
-    _run(host, port, log_level)
+        if local_machine:
+            console.print(f"Local node agent: machine {local_machine[0]} in pool default")
+    with _local_agent(settings, url, local_machine, log_level):
+        _run(host, port, log_level)
+
+
+def _issue_local_agent_token(settings: Settings) -> tuple[str, str]:
+    """Mint this run's token for the local node agent: (machine id, token)."""
+    from agenthub.cli.nodes import run_in_unit_of_work
+    from agenthub.services.nodes.tokens import issue_local_agent_token
+
+    issued = run_in_unit_of_work(
+        settings, lambda session, states: issue_local_agent_token(session, settings, states)
+    )
+    assert issued.machine_id is not None
+    return issued.machine_id, issued.token
+
+
+@contextlib.contextmanager
+def _local_agent(
+    settings: Settings, url: str, machine: tuple[str, str] | None, log_level: str
+) -> Iterator[None]:
+    """Run ``agenthub agent`` beside the hub for as long as the hub runs.
+
+    A separate process, so a busy hub and a busy node do not share one event loop; it retries
+    until the hub answers, and the token travels in its environment, not on its command line.
+    """
+    if machine is None:
+        yield
+        return
+    machine_id, token = machine
+    env = {
+        **os.environ,
+        "AGENTHUB_AGENT_HUB_URL": url,
+        "AGENTHUB_AGENT_TOKEN": token,
+    }
+    work_dir = Path(settings.data_dir).resolve() / "node"
+    command = [
+        sys.executable,
+        "-m",
+        "agenthub",
+        "agent",
+        "--machine-id",
+        machine_id,
+        "--pool",
+        "default",
+        "--work-dir",
+        str(work_dir),
+        "--log-level",
+        log_level,
+    ]
+    child = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)  # noqa: S603 - our own executable
+    try:
+        yield
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(5)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the hub process dies without cleaning up (Linux)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def version(as_json: bool = typer.Option(False, "--json", help=JsonOption)) -> None:

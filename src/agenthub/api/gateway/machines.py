@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from agenthub.api.deps import OptionalPrincipalDep, RuntimeDep, SessionDep
+from agenthub.api.gateway.auth import MachineDep, MachineOrAdminDep
 from agenthub.api.gateway.schemas import (
     KeepaliveRequest,
     KeepaliveResponse,
@@ -26,15 +27,15 @@ router = APIRouter(prefix="/api/v1/machine", tags=["gateway"])
 
 @router.post("/register", response_model=RegisterResponse)
 async def register(
+    principal: MachineDep,
     body: RegisterRequest,
     request: Request,
-    principal: OptionalPrincipalDep,
     runtime: RuntimeDep,
     session: SessionDep,
 ) -> RegisterResponse:
     """Register a machine with its token; it is ``registered`` until its first keepalive."""
     bearer = request.headers.get("authorization", "").partition(" ")[2].strip()
-    if principal is not None and body.token != bearer:
+    if body.token != bearer:
         raise Unauthorized("Invalid token", code="invalid_token")
     state = await gateway.register(
         session,
@@ -69,7 +70,7 @@ async def register(
 
 @router.post("/keepalive", response_model=KeepaliveResponse)
 async def keepalive(
-    body: KeepaliveRequest, principal: OptionalPrincipalDep, runtime: RuntimeDep
+    principal: MachineDep, body: KeepaliveRequest, runtime: RuntimeDep
 ) -> KeepaliveResponse:
     """Refresh the machine's TTL (``ttl_seconds``); the first keepalive makes it ``ready``."""
     result = await gateway.keepalive(
@@ -81,7 +82,7 @@ async def keepalive(
         agent_version=body.agent_version,
         metrics=body.metrics,
     )
-    if result.first and principal is not None:
+    if result.first:
         async with events.unit_of_work(runtime.db, runtime.bus) as session:
             await gateway.mark_ready(session, principal, result)
     return KeepaliveResponse(
@@ -98,16 +99,15 @@ async def keepalive(
 
 @router.get("/config")
 async def config(
-    request: Request, principal: OptionalPrincipalDep, runtime: RuntimeDep
+    request: Request, principal: MachineOrAdminDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """How a worker reaches this hub, and its token's own binding. Never a secret."""
-    principal = gateway.require_machine_or_admin(principal)
     return gateway.machine_config(runtime.settings, principal, str(request.base_url))
 
 
 @router.get("/list", response_model=list[ListedMachine])
 async def list_machines(
-    principal: OptionalPrincipalDep,
+    principal: MachineOrAdminDep,
     runtime: RuntimeDep,
     pool_name: str | None = Query(None, description="Only this pool."),
     provider_name: str | None = Query(None, description="Only this provider."),
