@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agenthub.cli import admin, db, server, user
+from agenthub.cli import admin, agent, db, nodes, server, user
 
 app = typer.Typer(
     name="agenthub",
@@ -15,6 +15,9 @@ app = typer.Typer(
 app.command("serve")(server.serve)
 app.command("up")(server.up)
 app.command("version")(server.version)
+app.command("agent")(agent.agent)
 app.add_typer(db.app, name="db")
 app.add_typer(admin.app, name="admin")
 app.add_typer(user.app, name="user")
+app.add_typer(nodes.pool_app, name="pool")
+app.add_typer(nodes.machine_app, name="machine")
