@@ -39,7 +39,8 @@ How to read the ratios (each hub figure divided by the baseline's figure):
 The default client (``--client raw``) is a minimal HTTP/1.1 client on asyncio (uvloop) with
 the httptools parser, because an ``httpx`` client costs about a millisecond of CPU per request:
 on a small machine it, not uvicorn, sets the baseline's ceiling. ``--client httpx`` (one
-``httpx.AsyncClient`` per worker) is kept for comparison.
+``httpx.AsyncClient`` per worker) is kept for comparison. The raw client, the load-generator
+process and the server handling are shared with ``keepalive.py`` (``_loadgen.py``).
 
 The baseline includes the load generator's own cost. If its CPU column is near 100% for the
 bare scenario, the client (not uvicorn) capped the baseline, and the ratios understate the
@@ -54,33 +55,40 @@ import asyncio
 import contextlib
 import json
 import math
-import multiprocessing
 import os
 import platform
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
-from types import FrameType
-from typing import Any, cast
+from typing import Any
 
-import httptools
 import httpx
-import psutil
 
-BENCH_DIR = Path(__file__).resolve().parent
-HOST = "127.0.0.1"
+from _loadgen import (
+    TRANSPORT_ERRORS,
+    RawConnection,
+    Server,
+    bare_server_argv,
+    build_request,
+    free_port,
+    log,
+    percentile,
+    ratio,
+    run_in_process,
+    sample_cpu_window,
+    start_server,
+    stop_on_sigterm,
+    stop_process,
+    wait_ready,
+)
+
 EXTRA_KEYS = 20
-READY_TIMEOUT_S = 60.0
 HUGE_LIMIT = "100000000"
 
 
@@ -123,74 +131,19 @@ class LoadResult:
         return self.non_2xx + self.transport_errors
 
 
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an ascending list (``nan`` when empty)."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(pct / 100.0 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-class _RawConnection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection: write a prebuilt request, await the status code.
-
-    The response is parsed by httptools (the C parser uvicorn itself uses); the body is
-    read to its end and dropped. Requests are never pipelined: one in flight at a time.
-    """
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[int] | None = None
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(exc)
-
-    def on_message_complete(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(self.parser.get_status_code())
-        if not self.parser.should_keep_alive() and self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._fail(exc or ConnectionResetError("server closed the connection"))
-
-    def _fail(self, exc: BaseException) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(exc)
-
-    async def request(self, raw: bytes) -> int:
-        assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(raw)
-        return await self.waiter
-
-
 class _RawClient:
     """A connection of its own per load worker, reopened if the server closes it."""
 
     def __init__(self, spec: LoadSpec) -> None:
         url = httpx.URL(spec.url)
         self.host, self.port = url.host, url.port or 80
-        target = url.raw_path.decode()
-        lines = [f"GET {target} HTTP/1.1", f"Host: {self.host}:{self.port}", "Accept: */*"]
-        lines += [f"{name}: {value}" for name, value in spec.headers.items()]
-        self.raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.conn: _RawConnection | None = None
+        self.raw = build_request("GET", self.host, self.port, url.raw_path.decode(), spec.headers)
+        self.conn: RawConnection | None = None
 
     async def get(self) -> int:
         if self.conn is None or self.conn.closed:
             loop = asyncio.get_running_loop()
-            _, self.conn = await loop.create_connection(_RawConnection, self.host, self.port)
+            _, self.conn = await loop.create_connection(RawConnection, self.host, self.port)
         try:
             return await self.conn.request(self.raw)
         except BaseException:
@@ -224,11 +177,7 @@ class _HttpxClient:
         await self.client.aclose()
 
 
-TRANSPORT_ERRORS = (OSError, httpx.HTTPError, httptools.HttpParserError)
-
-
 async def _generate_load(spec: LoadSpec) -> LoadResult:
-    server = psutil.Process(spec.server_pid)
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     counts = {"ok": 0, "non_2xx": 0, "transport": 0}
@@ -260,20 +209,11 @@ async def _generate_load(spec: LoadSpec) -> LoadResult:
         finally:
             await client.aclose()
 
-    cpu: dict[str, float] = {}
-
-    async def sample_cpu() -> None:
-        for edge, when in (("0", window_start), ("1", window_end)):
-            await asyncio.sleep(max(0.0, when - loop.time()))
-            server_times = server.cpu_times()
-            cpu["server" + edge] = server_times.user + server_times.system
-            cpu["client" + edge] = time.process_time()
-            cpu["wall" + edge] = loop.time()
-
-    await asyncio.gather(sample_cpu(), *(one_worker() for _ in range(spec.concurrency)))
+    cpu = asyncio.ensure_future(sample_cpu_window(spec.server_pid, window_start, window_end))
+    await asyncio.gather(cpu, *(one_worker() for _ in range(spec.concurrency)))
+    server_cpu_pct, client_cpu_pct = cpu.result()
 
     latencies.sort()
-    wall = cpu["wall1"] - cpu["wall0"]
     to_ms = 1000.0
     return LoadResult(
         ok=counts["ok"],
@@ -285,140 +225,21 @@ async def _generate_load(spec: LoadSpec) -> LoadResult:
         p50_ms=percentile(latencies, 50) * to_ms,
         p99_ms=percentile(latencies, 99) * to_ms,
         mean_ms=(sum(latencies) / len(latencies) * to_ms) if latencies else math.nan,
-        server_cpu_pct=100.0 * (cpu["server1"] - cpu["server0"]) / wall,
-        client_cpu_pct=100.0 * (cpu["client1"] - cpu["client0"]) / wall,
+        server_cpu_pct=server_cpu_pct,
+        client_cpu_pct=client_cpu_pct,
     )
-
-
-def _run_event_loop(spec: LoadSpec) -> LoadResult:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        return asyncio.run(_generate_load(spec))
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_generate_load(spec))
-
-
-def _load_worker(spec: LoadSpec, conn: Connection) -> None:
-    """Entry point of the load-generator process: send back a LoadResult or a traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop us
-    try:
-        conn.send(("ok", _run_event_loop(spec)))
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        conn.close()
 
 
 def run_load(spec: LoadSpec) -> LoadResult:
     """Run one scenario's load in a fresh ``spawn``-ed process and return its measurements."""
-    ctx = multiprocessing.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_load_worker, args=(spec, sender), name="load-generator")
-    proc.start()
-    sender.close()
-    try:
-        if not receiver.poll(spec.warmup_s + spec.duration_s + 120.0):
-            raise RuntimeError("load generator did not report back in time")
-        status, payload = receiver.recv()
-        proc.join(timeout=30.0)
-    finally:
-        receiver.close()
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(timeout=10.0)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-    if status != "ok":
-        raise RuntimeError(f"load generator failed:\n{payload}")
-    assert isinstance(payload, LoadResult)
-    return payload
+    result = run_in_process(_generate_load, spec, spec.warmup_s + spec.duration_s + 120.0)
+    assert isinstance(result, LoadResult)
+    return result
 
 
 # --------------------------------------------------------------------------------------------
-# Servers
+# Hub setup
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    """A server subprocess and where its output goes."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate one child we started (SIGTERM, then SIGKILL after 10 s)."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10.0)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-@contextlib.contextmanager
-def start_server(
-    name: str, argv: list[str], env: Mapping[str, str], cwd: Path, log_dir: Path, port: int
-) -> Iterator[Server]:
-    """Start a server subprocess; always stop it when the block exits."""
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            argv,
-            env=dict(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a terminal Ctrl-C reaches us, and we stop it in order
-        )
-    server = Server(name=name, proc=proc, port=port, log_path=log_path)
-    try:
-        yield server
-    finally:
-        stop_process(proc)
-
-
-def wait_ready(server: Server, path: str, timeout_s: float = READY_TIMEOUT_S) -> None:
-    """Poll ``GET path`` until it answers 200, or fail with the server's log."""
-    deadline = time.monotonic() + timeout_s
-    url = server.base_url + path
-    with httpx.Client(timeout=2.0, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            if server.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(url).status_code == 200:
-                    return
-            time.sleep(0.1)
-    raise RuntimeError(f"{server.name} not ready after {timeout_s:.0f} s:\n{server.log_tail()}")
 
 
 def hub_env(data_dir: Path) -> dict[str, str]:
@@ -488,10 +309,6 @@ class ScenarioResult:
     ratios: dict[str, float] = field(default_factory=dict)
 
 
-def ratio(numerator: float, denominator: float) -> float:
-    return numerator / denominator if denominator else math.nan
-
-
 def with_ratios(scenario: ScenarioResult, baseline: LoadResult) -> ScenarioResult:
     r = scenario.result
     scenario.ratios = {
@@ -523,10 +340,6 @@ def render_table(scenarios: list[ScenarioResult]) -> str:
     return "\n".join(rows)
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Start both servers, measure the three scenarios, stop everything; return the report."""
     started = datetime.now(UTC)
@@ -555,20 +368,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         bare = stack.enter_context(
             start_server(
                 "bare",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "_bare_app:app",
-                    "--app-dir",
-                    str(BENCH_DIR),
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(port),
-                    "--no-proxy-headers",  # the hub runs uvicorn with proxy_headers=False too
-                    *uvicorn_flags,
-                ],
+                bare_server_argv(port, uvicorn_flags),
                 env=os.environ,
                 cwd=tmp,
                 log_dir=tmp,
@@ -631,10 +431,6 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=5.0, help="recorded seconds (5)")
@@ -656,7 +452,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the ExitStack stops the servers and removes the temp dir.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    stop_on_sigterm()
     try:
         report = run_benchmark(args)
     except KeyboardInterrupt:

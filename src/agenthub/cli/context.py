@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from agenthub.core.settings import Settings, get_settings
-from agenthub.db.engine import Database
+
+if TYPE_CHECKING:  # the CLI starts fast: database modules load only for commands using them
+    from agenthub.db.engine import Database
 
 
 def load_settings() -> Settings:
@@ -30,6 +33,8 @@ def migrate(settings: Settings) -> None:
 
 @asynccontextmanager
 async def database(settings: Settings) -> AsyncIterator[Database]:
+    from agenthub.db.engine import Database
+
     db = Database(settings.resolved_database_url)
     try:
         yield db

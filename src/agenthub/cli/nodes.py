@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.cli.context import database, load_settings, migrate
 from agenthub.cli.output import JsonOption, console, emit, fail
+from agenthub.core.auth import MachineTokenType as TokenType
 from agenthub.core.settings import Settings
-from agenthub.services.nodes.state import NodeStates
-from agenthub.services.nodes.tokens import TokenType
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from agenthub.services.nodes.state import NodeStates
 
 pool_app = typer.Typer(help="Worker pools.", no_args_is_help=True)
 machine_app = typer.Typer(help="Worker machines and their tokens.", no_args_is_help=True)

@@ -22,6 +22,13 @@ class PrincipalKind(StrEnum):
     MACHINE = "machine"
 
 
+class MachineTokenType(StrEnum):
+    """``machine``: one machine of a pool; ``worker``: any number of machines of a pool."""
+
+    MACHINE = "machine"
+    WORKER = "worker"
+
+
 @dataclass(frozen=True)
 class Principal:
     """An authenticated caller.

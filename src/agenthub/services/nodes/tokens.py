@@ -8,13 +8,12 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agenthub.core.auth import Principal, PrincipalKind, Role
+from agenthub.core.auth import MachineTokenType, Principal, PrincipalKind, Role
 from agenthub.core.clock import utcnow
 from agenthub.core.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from agenthub.core.security import hash_api_key, new_machine_token
@@ -26,10 +25,7 @@ from agenthub.services.nodes.pools import DEFAULT_POOL, pool_exists
 from agenthub.services.nodes.resources import check_pool_name, normalize_machine_id
 from agenthub.services.nodes.state import PENDING, READY, REGISTERED, NodeStates
 
-
-class TokenType(StrEnum):
-    MACHINE = "machine"
-    WORKER = "worker"
+TokenType = MachineTokenType
 
 
 LOCAL_AGENT = "local-agent"
