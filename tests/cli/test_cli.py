@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from agenthub import __version__
@@ -85,15 +86,42 @@ def test_up_prints_a_bootstrap_key_once_and_serves(backend_factory, tmp_path: Pa
         me = httpx.get(f"{info['url']}/api/auth/me", headers=bearer(key)).json()["data"]
         assert (me["name"], me["role"]) == ("bootstrap", "admin")
         assert httpx.get(info["docs_url"]).status_code == 200
+        # The local node agent: one ready machine in pool default, no user step.
+        local = info["local_machine_id"]
+        assert wait_ready_machine(info["url"], key) == local
+        agents = psutil.Process(proc.pid).children(recursive=True)
+        assert any("agent" in child.cmdline() for child in agents)
     finally:
         stop(proc)
+    # Stopping `up` stops its agent too.
+    psutil.wait_procs(agents, timeout=10)
+    assert not any(child.is_running() for child in agents)
     second, info2 = start()
     try:
         assert info2["bootstrap_admin_key"] is None
+        # Same machine across restarts, with a fresh token; the previous run's is revoked.
+        assert info2["local_machine_id"] == local
+        assert wait_ready_machine(info2["url"], key) == local
+        tokens = httpx.get(f"{info2['url']}/api/machine-tokens", headers=bearer(key)).json()
+        local_tokens = [t for t in tokens["data"] if t["name"] == "local-agent"]
+        assert len(local_tokens) == 2
+        assert sum(t["revoked_at"] is None for t in local_tokens) == 1
     finally:
         stop(second)
 
 
+def wait_ready_machine(url: str, key: str, timeout: float = 45.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = httpx.get(f"{url}/api/v1/machine/list", headers=bearer(key)).json()
+        if listed:
+            assert len(listed) == 1
+            assert listed[0]["state"]["pool_name"] == "default"
+            return str(listed[0]["state"]["machine_id"])
+        time.sleep(0.2)
+    raise AssertionError("the local node agent did not become ready")
+
+
 def stop(proc: subprocess.Popen[str]) -> None:
     proc.terminate()
-    proc.communicate(timeout=10)
+    proc.communicate(timeout=20)
