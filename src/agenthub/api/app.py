@@ -111,6 +111,13 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The app built from ``AGENTHUB_*`` settings: what each ``serve --workers N`` process runs."""
+    from agenthub.core.settings import get_settings
+
+    return create_app(get_settings())
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> Response:

@@ -1,4 +1,7 @@
-"""Dependencies as typed aliases: the runtime, the request's unit of work, the principal."""
+"""Dependencies as typed aliases: the runtime, the request's unit of work, the principal.
+
+They are ``async def`` although none awaits much: FastAPI runs a plain ``def`` dependency in a
+worker thread, a hand-off that cost more than the rest of a keepalive."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from agenthub.services import events
 from agenthub.services.runtime import Runtime
 
 
-def get_runtime(connection: HTTPConnection) -> Runtime:
+async def get_runtime(connection: HTTPConnection) -> Runtime:
     runtime: Runtime = connection.app.state.runtime
     return runtime
 
@@ -43,7 +46,7 @@ def _auth_state(connection: HTTPConnection) -> AuthState:
     return auth if auth is not None else AuthState(None, None)
 
 
-def get_optional_principal(request: Request) -> Principal | None:
+async def get_optional_principal(request: Request) -> Principal | None:
     """The caller if it sent valid credentials; bad credentials are still refused."""
     auth = _auth_state(request)
     if auth.error is not None:
@@ -56,9 +59,9 @@ OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principa
 MACHINE_TOKEN_REFUSED = "Machine tokens may only call the Gateway surface and the node routes."  # noqa: S105 - a message
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """The caller: a user, an API key (or, later, an AI identity); never a machine token."""
-    principal = get_optional_principal(request)
+    principal = await get_optional_principal(request)
     if principal is None:
         raise Unauthorized(
             "Authentication required: send 'Authorization: Bearer <API key or token>'.",
@@ -72,7 +75,7 @@ def get_principal(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def get_admin(principal: PrincipalDep) -> Principal:
+async def get_admin(principal: PrincipalDep) -> Principal:
     principal.require_admin()
     return principal
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Query
 
 from agenthub.core.pagination import Page
 
 
-def page_params(*, default: int, maximum: int) -> Callable[..., Page]:
+def page_params(*, default: int, maximum: int) -> Callable[..., Awaitable[Page]]:
     """A dependency parsing ``limit`` (``default``, at most ``maximum``) and ``offset``."""
 
-    def dependency(
+    async def dependency(
         limit: int = Query(default, ge=1, le=maximum, description=f"At most {maximum}."),
         offset: int = Query(0, ge=0, description="Items to skip."),
     ) -> Page:

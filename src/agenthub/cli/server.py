@@ -24,14 +24,17 @@ PortOption = typer.Option(8000, "--port", help="Port to listen on.")
 LogLevelOption = typer.Option("info", "--log-level", help="uvicorn log level.")
 
 
-def _run(host: str, port: int, log_level: str) -> None:
+def _run(host: str, port: int, log_level: str, workers: int = 1) -> None:
     import uvicorn
 
     from agenthub.api.app import create_app
 
-    settings = load_settings()
+    # With several workers, each process builds its own app from the same environment.
+    app = "agenthub.api.app:app_from_environment" if workers > 1 else create_app(load_settings())
     uvicorn.run(
-        create_app(settings),
+        app,
+        factory=workers > 1,
+        workers=workers if workers > 1 else None,
         host=host,
         port=port,
         log_level=log_level,
@@ -40,10 +43,21 @@ def _run(host: str, port: int, log_level: str) -> None:
     )
 
 
-def serve(host: str = HostOption, port: int = PortOption, log_level: str = LogLevelOption) -> None:
+def serve(
+    host: str = HostOption,
+    port: int = PortOption,
+    log_level: str = LogLevelOption,
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="Hub processes sharing the port. With more than one, use PostgreSQL and Redis "
+        "(every piece of shared state is then outside the processes).",
+    ),
+) -> None:
     """Run the hub: all five API surfaces on one port (migrates the database first)."""
     migrate(load_settings())
-    _run(host, port, log_level)
+    _run(host, port, log_level, workers)
 
 
 def up(

@@ -14,11 +14,11 @@ from agenthub.core.auth import Principal
 from agenthub.services.nodes.gateway import require_machine, require_machine_or_admin
 
 
-def machine_principal(principal: OptionalPrincipalDep) -> Principal:
+async def machine_principal(principal: OptionalPrincipalDep) -> Principal:
     return require_machine(principal)
 
 
-def machine_or_admin_principal(principal: OptionalPrincipalDep) -> Principal:
+async def machine_or_admin_principal(principal: OptionalPrincipalDep) -> Principal:
     return require_machine_or_admin(principal)
 
 
