@@ -20,13 +20,13 @@ async def test_unknown_paths_use_each_surfaces_format(client: httpx.AsyncClient)
     assert (await client.get("/api/v1/tasks/1")).json() == {
         "detail": "No route for GET /api/v1/tasks/1."
     }
-    gateway = await client.post("/api/v1/machine/register")
+    gateway = await client.post("/api/v1/machine/unregister")
     assert gateway.status_code == 404
     assert gateway.json()["code"] == "not_found"
     collab = (await client.get("/api/v1/ai/1")).json()
     assert collab["code"] == "RESOURCE_NOT_FOUND"
     assert "details" in collab
-    cluster = await client.get("/api/nodes")
+    cluster = await client.get("/api/no-such-resource")
     assert cluster.status_code == 404
     assert cluster.json()["error"]["code"] == "resource_not_found"
     assert (await client.delete("/api/v1/health")).json()["error"]["code"] == "METHOD_NOT_ALLOWED"
