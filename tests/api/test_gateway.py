@@ -30,6 +30,8 @@ def gw(backend_factory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hu
         node_health_history="3",
         machine_token_cache_s="0.5",
         pools="gpu,cpu",
+        # A tiny Redis pool (PostgreSQL run): bursts must wait for a connection, not fail.
+        redis_max_connections="2",
     )
     hub = HubProcess(env, tmp / "hub.log")
     yield hub
@@ -422,3 +424,14 @@ async def test_pools_from_cli_and_api(
     bad = run_cli(gw.env, "machine", "create", "--pool", "missing", check=False)
     assert bad.returncode != 0
     assert "Invalid pool name" in bad.stderr
+
+
+async def test_a_burst_of_keepalives_all_succeed(
+    gw: HubProcess, c: httpx.AsyncClient, gw_admin_key: str
+) -> None:
+    w = mint(gw, gw_admin_key, "cpu", token_type="worker")
+    ids = [new_id() for _ in range(20)]
+    await asyncio.gather(*(register(c, w, machine_id=i) for i in ids))
+    responses = await asyncio.gather(*(keepalive(c, w, machine_id=i) for i in ids * 3))
+    assert [r.status_code for r in responses] == [200] * 60
+    assert {r.json()["machine_state"]["machine_id"] for r in responses} == set(ids)

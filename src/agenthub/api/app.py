@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -26,7 +27,7 @@ from agenthub.api.metrics import HttpMetrics
 from agenthub.api.middleware import HubMiddleware, error_context
 from agenthub.api.orchestration import ws as orchestration_ws
 from agenthub.api.surfaces import render_error
-from agenthub.core.errors import AppError, ErrorKind, NotFound, ValidationFailed
+from agenthub.core.errors import AppError, ErrorKind, NotFound, Unavailable, ValidationFailed
 from agenthub.core.settings import Settings
 from agenthub.services.nodes import reaper
 from agenthub.services.runtime import build_runtime
@@ -122,6 +123,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> Response:
         return render_error(request.url.path, exc, error_context(request.scope))
+
+    @app.exception_handler(RedisError)
+    async def redis_error(request: Request, exc: RedisError) -> Response:
+        # Redis holds shared state (TTLs, limits); its outage is a 503, not a bug of ours.
+        log.warning("Redis error serving %s: %s", request.url.path, exc)
+        err = Unavailable("A shared state store (Redis) is unavailable; try again shortly.")
+        return render_error(request.url.path, err, error_context(request.scope))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         description="Optional Redis URL (redis://host:6379/0). When set, TTL state, rate limits, "
         "token revocation and event fan-out go through Redis and are shared by hub replicas.",
     )
+    redis_max_connections: int = Field(
+        default=64,
+        ge=1,
+        description="Redis connections per hub process; requests beyond wait for one.",
+    )
     redis_prefix: str = Field(
         default="agenthub:",
         description="Prefix of every Redis key and channel, so deployments can share a server.",

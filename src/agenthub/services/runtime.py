@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from agenthub.core.events import EventBus, InProcessBus, RedisBus
 from agenthub.core.ratelimit import RateLimiter, RedisRateLimiter, standard_windows
@@ -63,7 +63,15 @@ def build_runtime(settings: Settings) -> Runtime:
     bus: EventBus
     nodes: NodeStates
     if settings.redis_url:
-        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        # A blocking pool: under a burst, requests wait for a connection (up to the timeout)
+        # instead of failing with "Too many connections".
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            max_connections=settings.redis_max_connections,
+            timeout=10,
+        )
+        redis = Redis(connection_pool=pool)
         limiter = RedisRateLimiter(redis, windows, settings.redis_prefix)
         machine_limiter = RedisRateLimiter(redis, machine_windows, settings.redis_prefix)
         revocations = RedisRevocationStore(redis, settings.redis_prefix)
