@@ -146,6 +146,11 @@ async def test_admin_changes_labels_and_taints(
     assert "effect" in bad.json()["error"]["message"]
     bad = await c.patch(f"/api/nodes/{m.machine_id}", json={"labels": {"bad key!": "x"}})
     assert bad.status_code == 400
+    # A re-registration that names no labels or taints keeps what the admin set.
+    assert (await register(c, m)).status_code == 200
+    again = (await c.get(f"/api/nodes/{m.machine_id}")).json()["data"]
+    assert again["labels"] == {"b": "2"}
+    assert again["taints"][0]["key"] == "gpu"
     # Registration with a bad taint is refused too.
     r = await register(c, m, taints=[{"key": "x", "value": "", "effect": "Never"}])
     assert r.status_code == 400

@@ -228,7 +228,7 @@ class NodeAgent:
         return machine_id, pool_name
 
     def _registration(self, machine_id: str, pool_name: str, capacity: Capacity) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "machine_id": machine_id,
             "hostname": self.hostname,
             "provider_name": self.config.provider_name,
@@ -238,10 +238,15 @@ class NodeAgent:
             "gpu_count": capacity.gpu_count,
             "gpu_type": capacity.gpu_type,
             "private_ip": private_ip(),
-            "labels": dict(self.config.labels),
-            "taints": [dict(taint) for taint in self.config.taints],
             "agent_version": __version__,
         }
+        # Sent only when given: the hub keeps labels and taints an admin set otherwise, also
+        # across this agent's re-registrations.
+        if self.config.labels:
+            body["labels"] = dict(self.config.labels)
+        if self.config.taints:
+            body["taints"] = [dict(taint) for taint in self.config.taints]
+        return body
 
     async def _register(
         self, client: GatewayClient, machine_id: str, pool_name: str, capacity: Capacity

@@ -41,7 +41,7 @@ class Runtime:
     async def close(self) -> None:
         await self.bus.stop()
         if self.redis is not None:
-            await self.redis.aclose()
+            await self.redis.aclose(close_connection_pool=True)
         await self.db.dispose()
 
 
