@@ -33,7 +33,9 @@ async def states(request: pytest.FixtureRequest, backend_factory) -> AsyncIterat
         keys = [k async for k in redis.scan_iter(f"{backend.redis_prefix}*")]
         if keys:
             await redis.delete(*keys)
-        await redis.aclose()
+        await redis.aclose(close_connection_pool=True)
+        # Every connection, including any a cancelled call left checked out.
+        await redis.connection_pool.disconnect(inuse_connections=True)
         return
     await asyncio.to_thread(upgrade, backend.database_url)
     db = Database(backend.database_url)
