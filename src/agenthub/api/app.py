@@ -21,10 +21,12 @@ from agenthub.api.cluster import events as cluster_events
 from agenthub.api.cluster import health as cluster_health
 from agenthub.api.cluster import machine_tokens as cluster_machine_tokens
 from agenthub.api.cluster import nodes as cluster_nodes
+from agenthub.api.cluster import workloads as cluster_workloads
 from agenthub.api.gateway import machines as gateway_machines
 from agenthub.api.hub import health as hub_health
 from agenthub.api.metrics import HttpMetrics
 from agenthub.api.middleware import HubMiddleware, error_context
+from agenthub.api.node import work as node_work
 from agenthub.api.orchestration import ws as orchestration_ws
 from agenthub.api.surfaces import render_error
 from agenthub.core.errors import AppError, ErrorKind, NotFound, Unavailable, ValidationFailed
@@ -47,6 +49,11 @@ OPENAPI_TAGS = [
         "workflows (`/api/v1`), and the `/ws` protocol.",
     },
     {"name": "gateway", "description": "Gateway surface: worker machines (`/api/v1/machine`)."},
+    {
+        "name": "node",
+        "description": "Work protocol of node agents (`/api/v1/node`): long-poll for "
+        "assignments, report status, usage and logs. Machine token; Gateway error envelope.",
+    },
     {
         "name": "collab",
         "description": "Collab surface: AI identities, sessions, messaging, "
@@ -75,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
                 ),
                 name="node-reaper",
             ),
+            asyncio.create_task(runtime.scheduler.run_forever(), name="scheduler"),
         ]
         try:
             yield
@@ -109,6 +117,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(gateway_machines.router)
     app.include_router(cluster_nodes.router)
     app.include_router(cluster_machine_tokens.router)
+    app.include_router(cluster_workloads.router)
+    app.include_router(node_work.router)
     return app
 
 

@@ -37,6 +37,8 @@ V1_SEGMENTS: dict[str, Surface] = {
     ),
     **dict.fromkeys(("tasks", "models", "agents", "orchestration"), Surface.ORCHESTRATION),
     "machine": Surface.GATEWAY,
+    # The node agents' work protocol: the same clients as the Gateway, the same envelope.
+    "node": Surface.GATEWAY,
     **dict.fromkeys(
         ("auth", "ai", "session", "message", "collaboration", "rate-limit"), Surface.COLLAB
     ),

@@ -110,7 +110,9 @@ class Settings(BaseSettings):
         "token stops working on every replica within this time (at once on the one revoking).",
     )
     machine_rate_limit_per_minute: int = Field(
-        default=600, ge=1, description="Requests per machine token per minute."
+        default=3000,
+        ge=1,
+        description="Requests per machine token per minute (keepalives, work polls, reports).",
     )
     machine_rate_limit_per_hour: int = Field(
         default=20000, ge=1, description="Requests per machine token per hour."
@@ -130,6 +132,27 @@ class Settings(BaseSettings):
         default=2.0,
         gt=0,
         description="How often the hub looks for machines whose keepalive TTL has lapsed.",
+    )
+    scheduler_strategy: Literal["binpack", "spread"] = Field(
+        default="binpack",
+        description="Placement score: `binpack` (fullest node that fits) or `spread` (emptiest).",
+    )
+    scheduler_batch: int = Field(
+        default=5000, ge=1, description="Queued workloads per project one scheduler pass reads."
+    )
+    scheduler_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="The scheduler runs on every relevant event, and at least this often.",
+    )
+    scheduler_lease_ttl_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a hub replica leads the scheduler without renewing; another "
+        "replica takes over this long after the leader dies.",
+    )
+    workload_log_max_lines: int = Field(
+        default=5000, ge=10, description="Log lines kept per workload (oldest dropped first)."
     )
     local_agent: bool = Field(
         default=True,

@@ -6,7 +6,10 @@ replicas share them; otherwise the database and an in-process bus do.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -22,6 +25,8 @@ from agenthub.services.nodes.redis_state import RedisNodeStates
 from agenthub.services.nodes.sql_state import SqlNodeStates
 from agenthub.services.nodes.state import NodeStates
 from agenthub.services.nodes.tokens import MachineTokenCache
+from agenthub.services.scheduling.leases import Lease, RedisLease, SqlLease
+from agenthub.services.scheduling.scheduler import Scheduler
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Runtime:
     revocations: RevocationStore
     authenticator: Authenticator
     nodes: NodeStates
+    scheduler: Scheduler
     started_at: float = field(default_factory=time.time)
 
     async def close(self) -> None:
@@ -86,6 +92,32 @@ def build_runtime(settings: Settings) -> Runtime:
     authenticator = Authenticator(
         db, settings.secret_key, revocations, MachineTokenCache(settings.machine_token_cache_s)
     )
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    lease: Lease = (
+        RedisLease(
+            redis, settings.redis_prefix, "scheduler", holder, settings.scheduler_lease_ttl_s
+        )
+        if redis is not None
+        else SqlLease(db, "scheduler", holder, settings.scheduler_lease_ttl_s)
+    )
+    scheduler = Scheduler(
+        db,
+        bus,
+        nodes,
+        lease,
+        strategy=settings.scheduler_strategy,
+        batch=settings.scheduler_batch,
+        interval_s=settings.scheduler_interval_s,
+    )
     return Runtime(
-        settings, db, redis, bus, limiter, machine_limiter, revocations, authenticator, nodes
+        settings,
+        db,
+        redis,
+        bus,
+        limiter,
+        machine_limiter,
+        revocations,
+        authenticator,
+        nodes,
+        scheduler,
     )

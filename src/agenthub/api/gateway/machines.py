@@ -55,6 +55,7 @@ async def register(
             agent_version=body.agent_version or "",
             labels=body.labels,
             taints=[t.model_dump() for t in body.taints] if body.taints is not None else None,
+            runtimes=body.runtimes,
         ),
     )
     return RegisterResponse(

@@ -28,6 +28,9 @@ class RegisterRequest(BaseModel):
     agent_version: str | None = Field(None, max_length=64)
     labels: dict[str, str] | None = None
     taints: list[Taint] | None = None
+    runtimes: list[str] | None = Field(
+        None, max_length=8, description='Runtimes the node agent has: "sandbox", "docker".'
+    )
 
 
 class RegisteredState(BaseModel):

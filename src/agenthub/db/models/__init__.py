@@ -4,9 +4,11 @@ from agenthub.db.models.events import Event
 from agenthub.db.models.identity import ApiKey, RevokedToken, User
 from agenthub.db.models.nodes import MachineToken, Node, NodeHealthSample, NodeLease, Pool
 from agenthub.db.models.state import RateLimitCounter
+from agenthub.db.models.workloads import ControllerLease, Workload, WorkloadLog
 
 __all__ = [
     "ApiKey",
+    "ControllerLease",
     "Event",
     "MachineToken",
     "Node",
@@ -16,4 +18,6 @@ __all__ = [
     "RateLimitCounter",
     "RevokedToken",
     "User",
+    "Workload",
+    "WorkloadLog",
 ]

@@ -70,6 +70,13 @@ class Node(Timestamps, Base):
     token_id: Mapped[uuid.UUID | None] = mapped_column(
         sa.Uuid, sa.ForeignKey("machine_tokens.id", ondelete="SET NULL"), default=None
     )
+    # What the node agent can run ("sandbox", "docker"), as it said at registration or poll.
+    runtimes: Mapped[list[str]] = mapped_column(PortableJSON, default=list)
+    # Requests of the workloads placed here and not yet finished; the scheduler raises them
+    # with a conditional UPDATE, so two placements never overbook the node.
+    cpu_allocated: Mapped[int] = mapped_column(default=0)
+    memory_allocated: Mapped[int] = mapped_column(default=0)
+    gpu_allocated: Mapped[int] = mapped_column(default=0)
     registered_at: Mapped[datetime | None] = mapped_column(default=None)
     ready_at: Mapped[datetime | None] = mapped_column(default=None)
     lost_at: Mapped[datetime | None] = mapped_column(default=None)

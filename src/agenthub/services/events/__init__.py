@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.core.auth import Principal
-from agenthub.core.clock import isoformat_z
+from agenthub.core.clock import isoformat_z, utcnow
 from agenthub.core.events import EventBus, EventDict
 from agenthub.db.engine import Database
 from agenthub.db.models import Event
@@ -55,6 +55,58 @@ async def record(
     return event
 
 
+async def record_many(
+    session: AsyncSession,
+    items: Sequence[tuple[str, dict[str, Any], uuid.UUID | None, uuid.UUID | None]],
+) -> None:
+    """Write many events at once (``(type, data, project_id, tenant_id)`` each): one
+    multi-row insert instead of a flush per event, for passes that change thousands of rows."""
+    if not items:
+        return
+    rows = [
+        {"type": t, "data": d, "actor": None, "project_id": p, "tenant_id": tn, "created_at": now}
+        for now in (utcnow(),)
+        for t, d, p, tn in items
+    ]
+    result = await session.execute(
+        sa.insert(Event).returning(Event.id, Event.created_at, sort_by_parameter_order=True), rows
+    )
+    pending = session.info.setdefault(_PENDING, [])
+    for (event_id, created_at), row in zip(result.all(), rows, strict=True):
+        pending.append(
+            {
+                "id": event_id,
+                "type": row["type"],
+                "data": row["data"],
+                "actor": None,
+                "project_id": str(row["project_id"]) if row["project_id"] else None,
+                "tenant_id": str(row["tenant_id"]) if row["tenant_id"] else None,
+                "created_at": isoformat_z(created_at),
+            }
+        )
+
+
+def notify(
+    session: AsyncSession,
+    type: str,
+    data: dict[str, Any],
+    *,
+    project_id: uuid.UUID | None = None,
+    tenant_id: uuid.UUID | None = None,
+) -> None:
+    """Publish a notification after the commit without writing it to the event log: for
+    wake-ups (new log lines) that event-stream clients do not receive."""
+    session.info.setdefault(_PENDING, []).append(
+        {
+            "type": type,
+            "data": data,
+            "ephemeral": True,
+            "project_id": str(project_id) if project_id else None,
+            "tenant_id": str(tenant_id) if tenant_id else None,
+        }
+    )
+
+
 def take_pending(session: AsyncSession) -> list[EventDict]:
     """The events recorded in ``session`` since the last call; call after a successful commit."""
     pending: list[EventDict] = session.info.pop(_PENDING, [])
@@ -82,11 +134,13 @@ async def unit_of_work(db: Database, bus: EventBus) -> AsyncIterator[AsyncSessio
 def visible_to(principal: Principal) -> Callable[[EventDict], bool]:
     """Which events a principal may receive: all for admins; else those of its project/tenant."""
     if principal.is_admin:
-        return lambda _event: True
+        return lambda event: not event.get("ephemeral")
     project = str(principal.project_id) if principal.project_id else None
     tenant = str(principal.tenant_id) if principal.tenant_id else None
 
     def accept(event: EventDict) -> bool:
+        if event.get("ephemeral"):
+            return False
         return (project is not None and event.get("project_id") == project) or (
             tenant is not None and event.get("tenant_id") == tenant
         )

@@ -37,6 +37,7 @@ from agenthub.services.nodes.state import (
     clean_metrics,
 )
 from agenthub.services.nodes.tokens import bind_to_machine
+from agenthub.services.scheduling.spec import RUNTIMES
 
 
 def require_machine(principal: Principal | None) -> Principal:
@@ -66,6 +67,8 @@ class Registration:
     agent_version: str = ""
     labels: dict[str, str] | None = None
     taints: list[dict[str, str]] | None = None
+    # What the node agent can run; None (another agent) keeps what the hub knew.
+    runtimes: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ async def register(
         node.labels = labels
     if taints is not None:
         node.taints = taints
+    if reg.runtimes is not None:
+        node.runtimes = sorted({r for r in reg.runtimes if r in RUNTIMES})
     await session.flush()
     state = NodeState(
         machine_id=machine_id,

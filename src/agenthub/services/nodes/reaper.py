@@ -15,6 +15,7 @@ from agenthub.db.engine import Database
 from agenthub.db.models import Node
 from agenthub.services import events
 from agenthub.services.nodes.state import EXPIRED, LOST, PENDING, READY, REGISTERED, NodeStates
+from agenthub.services.scheduling import workloads
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ async def reap_once(db: Database, bus: EventBus, states: NodeStates) -> list[str
                         "reason": "keepalive TTL lapsed",
                     },
                 )
+                # Its work is lost with it; the restart policies put it back in the queue.
+                await workloads.node_lost(session, node.id)
     for node_id in lost:
         log.warning("node %s lost: no keepalive within its TTL", node_id)
     return lost

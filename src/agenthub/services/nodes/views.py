@@ -24,6 +24,7 @@ from agenthub.services.nodes.state import (
     NodeState,
     NodeStates,
 )
+from agenthub.services.scheduling import workloads
 
 MIB = 1024 * 1024
 
@@ -61,10 +62,11 @@ class NodeView:
     def metrics(self) -> dict[str, Any]:
         return self.state.metrics if self.state is not None else {}
 
-    def resources(self, placed_cpu: int = 0, placed_memory_mib: int = 0) -> dict[str, Any]:
+    def resources(self) -> dict[str, Any]:
         """Totals from registration; available = what the latest metrics leave free, less
         what placed workloads reserved (whichever is smaller)."""
         node, m = self.node, self.metrics
+        placed_cpu, placed_memory_mib = node.cpu_allocated, node.memory_allocated
         cpu_total = node.cpu_millicores / 1000
         memory_total = node.memory_mib * MIB
         cpu_free = cpu_total * (1 - m.get("cpu_utilization_pct", 0.0) / 100)
@@ -84,7 +86,11 @@ class NodeView:
             "disk_total": m.get("total_disk_space_bytes"),
             "disk_available": m.get("total_disk_free_bytes"),
             "gpu_total": node.gpu_count,
-            "gpu_available": m.get("free_gpu_count", node.gpu_count) if live else 0,
+            "gpu_available": min(
+                m.get("free_gpu_count", node.gpu_count), node.gpu_count - node.gpu_allocated
+            )
+            if live
+            else 0,
         }
 
 
@@ -127,6 +133,8 @@ async def set_maintenance(
     node = view.node
     node.maintenance = enable
     node.draining = enable and drain
+    if node.draining:
+        await workloads.drain_node(session, node.id, reason=f"node {node.id} drained")
     await events.record(
         session,
         "node.maintenance_changed",

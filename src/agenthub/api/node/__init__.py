@@ -1,0 +1,1 @@
+"""The work protocol between the hub and node agents (``/api/v1/node``, Gateway envelope)."""
