@@ -40,6 +40,7 @@ return 0
 
 class Lease(Protocol):
     holder: str
+    ttl_s: float
 
     async def acquire(self) -> bool:
         """Take or renew the lease; ``True`` while this holder has it."""
@@ -51,6 +52,7 @@ class Lease(Protocol):
 class RedisLease:
     def __init__(self, redis: Redis, prefix: str, name: str, holder: str, ttl_s: float) -> None:
         self.holder = holder
+        self.ttl_s = ttl_s
         self._redis = redis
         self._key = f"{prefix}lease:{name}"
         self._ttl_ms = int(ttl_s * 1000)
@@ -66,9 +68,9 @@ class RedisLease:
 class SqlLease:
     def __init__(self, db: Database, name: str, holder: str, ttl_s: float) -> None:
         self.holder = holder
+        self.ttl_s = ttl_s
         self._db = db
         self._name = name
-        self._ttl_s = ttl_s
 
     async def acquire(self) -> bool:
         now = time.time()
@@ -79,7 +81,7 @@ class SqlLease:
                     ControllerLease.name == self._name,
                     sa.or_(ControllerLease.holder == self.holder, ControllerLease.expires_at < now),
                 )
-                .values(holder=self.holder, expires_at=now + self._ttl_s)
+                .values(holder=self.holder, expires_at=now + self.ttl_s)
             )
             if getattr(taken, "rowcount", 0) == 1:
                 return True
@@ -93,7 +95,7 @@ class SqlLease:
                 async with session.begin_nested():
                     session.add(
                         ControllerLease(
-                            name=self._name, holder=self.holder, expires_at=now + self._ttl_s
+                            name=self._name, holder=self.holder, expires_at=now + self.ttl_s
                         )
                     )
             except sa.exc.IntegrityError:

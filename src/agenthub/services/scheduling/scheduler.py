@@ -80,6 +80,7 @@ class PassResult:
     placed: int = 0
     queued: int = 0  # queued workloads this pass looked at
     conflicts: int = 0  # nodes whose conditional write lost a race
+    truncated: bool = False  # some project had more queued than one pass reads
 
 
 def _project_key(project_id: uuid.UUID | None) -> str | None:
@@ -236,6 +237,7 @@ async def schedule_pass(
     async with events.unit_of_work(db, bus) as session:
         queues = await _read_queues(session, batch)
         result.queued = sum(len(q) for q in queues.values())
+        result.truncated = any(len(q) >= batch for q in queues.values())
         if not result.queued:
             return result
         slots = await _read_nodes(session, states)
@@ -297,6 +299,8 @@ class Scheduler:
         self.strategy, self.batch, self.interval_s = strategy, batch, interval_s
         self.is_leader = False
         self.passes = 0
+        # Renewing the lease is a write; a leader renews at a third of its TTL, not per pass.
+        self._renew_at = 0.0
 
     async def run_until_idle(self) -> int:
         """Passes until one places nothing more; returns how many were placed."""
@@ -313,7 +317,7 @@ class Scheduler:
             self.passes += 1
             total += result.placed
             # A full batch may hide more behind it; a lost race deserves a fresh look.
-            if not (result.placed and (result.queued >= self.batch or result.conflicts)):
+            if not (result.placed and (result.truncated or result.conflicts)):
                 return total
 
     async def run_forever(self) -> None:
@@ -339,7 +343,11 @@ class Scheduler:
 
     async def _tick(self) -> None:
         try:
-            leader = await self.lease.acquire()
+            now = time.monotonic()
+            leader = self.is_leader
+            if not leader or now >= self._renew_at:
+                leader = await self.lease.acquire()
+                self._renew_at = now + self.lease.ttl_s / 3
             if leader != self.is_leader:
                 log.info("scheduler %s: %s", self.lease.holder, "leading" if leader else "standby")
             self.is_leader = leader
