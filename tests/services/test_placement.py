@@ -89,7 +89,7 @@ def test_filters_pool_runtime_labels_taints_gpus() -> None:
 
 
 def test_capacity_is_never_overbooked() -> None:
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 - reproducible test data
     nodes = [
         node(f"n{i}", cpu=rng.choice([2000, 4000, 8000]), memory=rng.choice([2048, 8192]))
         for i in range(20)
@@ -111,10 +111,8 @@ def test_capacity_is_never_overbooked() -> None:
             cpu_mem[1] += request.memory
         assert placements, strategy
         for node_id, (cpu, memory) in used.items():
-            assert cpu <= capacity[node_id][0] and memory <= capacity[node_id][1], (
-                strategy,
-                node_id,
-            )
+            assert cpu <= capacity[node_id][0], (strategy, node_id)
+            assert memory <= capacity[node_id][1], (strategy, node_id)
         # Whatever was left unplaced really fits nowhere.
         placed_ids = {r.id for r, _ in placements}
         for request in queue:
@@ -126,14 +124,14 @@ def test_capacity_is_never_overbooked() -> None:
 
 def test_fair_share_follows_greediness_over_300_placements() -> None:
     """Projects of greediness 0.2 and 0.8 compete for 10 slots; runs finish oldest first."""
-    rng = random.Random(1)
+    rng = random.Random(1)  # noqa: S311 - reproducible test data
     greediness = {"a": 0.2, "b": 0.8}
     queues = {p: [req(project=p) for _ in range(400)] for p in greediness}
     placer = Placer([node("n", cpu=10_000, memory=100_000)])
     running: list[Request] = []
     placed = {"a": 0, "b": 0}
     usage: dict[str | None, float] = {"a": 0.0, "b": 0.0}
-    positions = {p: 0 for p in greediness}
+    positions = dict.fromkeys(greediness, 0)
     while sum(placed.values()) < 300:
         waiting = {p: queues[p][positions[p] :] for p in greediness}
         fair = FairQueue(waiting, dict(greediness), dict(usage))  # type: ignore[arg-type]

@@ -129,7 +129,7 @@ async def test_fair_share_within_ten_percent_over_300_placements(env: Env) -> No
     await env.node("aaaa0001", cpu=10_000)
     await env.submit(300, a)
     await env.submit(300, b)
-    rng = random.Random(3)
+    rng = random.Random(3)  # noqa: S311 - reproducible test data
     placed = {a: 0, b: 0}
     while sum(placed.values()) < 300:
         result = await schedule_pass(env.db, env.bus, env.states, shares)
@@ -178,7 +178,8 @@ async def test_node_lost_requeues_by_restart_policy_and_releases_capacity(env: E
             for w in (await session.scalars(sa.select(Workload))).all()
         }
         node = await session.get(Node, "cccc0001")
-        assert node is not None and node.cpu_allocated == 0
+        assert node is not None
+        assert node.cpu_allocated == 0
     # on_failure: lost, then queued again as attempt 2; never: stays lost; unstarted: queued.
     assert by_policy[("on_failure", 2)] == QUEUED
     assert by_policy[("never", 1)] == LOST
@@ -197,8 +198,10 @@ async def test_drain_requeues_unstarted_and_asks_the_agent_to_stop_the_rest(env:
         await workloads.drain_node(session, "dddd0001", "drained")
     async with env.db.session() as session:
         ws = {w.status: w for w in (await session.scalars(sa.select(Workload))).all()}
-    assert ws["queued"].attempt == 2 and ws["queued"].node_id is None
-    assert ws["running"].requeue_on_stop and ws["running"].cancel_requested_at is not None
+    assert ws["queued"].attempt == 2
+    assert ws["queued"].node_id is None
+    assert ws["running"].requeue_on_stop
+    assert ws["running"].cancel_requested_at is not None
 
 
 async def test_sql_lease_has_one_holder(env: Env) -> None:
