@@ -56,8 +56,10 @@ class ScriptedNode:
     async def _keep_alive(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            with contextlib.suppress(httpx.HTTPError):
-                await keepalive(self.c, self.machine)
+            with contextlib.suppress(httpx.HTTPError, AssertionError):
+                r = await keepalive(self.c, self.machine)
+                if r.status_code == 404:  # lapsed on a busy machine: back, as an agent does
+                    await self._register()
 
     async def stop(self) -> None:
         """Stop keeping alive (the node is lost once its TTL lapses)."""

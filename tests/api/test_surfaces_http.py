@@ -91,6 +91,7 @@ async def test_openapi_covers_every_surface_with_tags(client: httpx.AsyncClient)
         "hub",
         "orchestration",
         "gateway",
+        "node",
         "collab",
         "cluster",
     }

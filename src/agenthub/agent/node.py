@@ -1,10 +1,11 @@
-"""The node agent: registers this machine with the hub and keeps it alive.
+"""The node agent: registers this machine with the hub, keeps it alive and runs its work.
 
 Lifecycle: ``GET /config`` (who the token says we are, how often to keep alive) → ``POST
 /register`` → ``POST /keepalive`` on a jittered interval. A keepalive the hub answers with
 ``machine_not_found`` (TTL lapsed, hub state lost) triggers an immediate re-registration; an
 unreachable or failing hub is retried with exponential backoff; a refused token ends the agent
-with exit code 2, since retrying cannot fix it.
+with exit code 2, since retrying cannot fix it. Once the machine is ready, the work loop
+(:mod:`agenthub.agent.work`) polls for workloads beside the keepalives; ``shutdown()`` stops them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ import httpx
 
 from agenthub import __version__
 from agenthub.agent.host import Capacity, HostProbe, hostname, private_ip
+from agenthub.agent.retry import Backoff
+from agenthub.agent.runtimes import detect_runtimes, unavailable_reasons
+from agenthub.agent.runtimes.base import Runtime
+from agenthub.agent.work import DEFAULT_POLL_WAIT_S, WorkLoop
 from agenthub.client.gateway import GatewayClient, GatewayError, InvalidToken, MachineNotFound
+from agenthub.client.node import NodeClient
 
 logger = logging.getLogger("agenthub.agent")
 
@@ -59,28 +65,15 @@ class AgentConfig:
     provider_name: str = "generic"
     work_dir: Path = field(default_factory=_default_work_dir)
     hostname: str | None = None
+    allow_unsafe: bool = False  # the unsandboxed process runtime when bwrap is missing (dev only)
+    poll_wait_s: float = DEFAULT_POLL_WAIT_S
+    runtimes: dict[str, Runtime] | None = None  # None: what this machine offers
+    shutdown_report_budget_s: float = 2.0  # how long shutdown waits to report stopped workloads
 
 
 def derive_machine_id(host: str, token: str) -> str:
     """A stable 8-hex-character machine id for this host and token."""
     return hashlib.sha256(f"{host}{token}".encode()).hexdigest()[:8]
-
-
-class _Backoff:
-    """Exponential backoff with jitter: 1 s, 2 s, 4 s ... up to ``cap``."""
-
-    def __init__(self, cap: float, initial: float = 1.0) -> None:
-        self.cap = max(cap, initial)
-        self.initial = initial
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        delay = min(self.cap, self.initial * 2**self.attempt)
-        self.attempt += 1
-        return _rng.uniform(delay / 2, delay)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class _Fatal(Exception):
@@ -89,6 +82,25 @@ class _Fatal(Exception):
     def __init__(self, exit_code: int) -> None:
         super().__init__(exit_code)
         self.exit_code = exit_code
+
+
+async def _close_runtimes(runtimes: dict[str, Runtime]) -> None:
+    """Release what runtimes hold (the docker runtime's engine connections)."""
+    for name, runtime in runtimes.items():
+        try:
+            await asyncio.to_thread(runtime.close)
+        except Exception:
+            logger.exception("closing the %s runtime failed", name)
+
+
+def _token_refused(what: str, err: InvalidToken) -> None:
+    logger.error(
+        "the hub refused this machine token: revoked, wrong pool or bound to "
+        "another machine (%s on %s: %s)",
+        err.status,
+        what,
+        err.message,
+    )
 
 
 class NodeAgent:
@@ -110,6 +122,8 @@ class NodeAgent:
         self._stop_requested = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._host = HostProbe(config.work_dir)
+        self.runtimes: dict[str, Runtime] = {}
+        self.work: WorkLoop | None = None  # set once the machine id is known
 
     def shutdown(self) -> None:
         """Make ``run()`` return promptly; safe from signal handlers and other threads."""
@@ -139,14 +153,19 @@ class NodeAgent:
         try:
             await asyncio.wait({main, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (main, stop):
-                task.cancel()
-            # An in-flight request is abandoned: the hub will let the TTL lapse.
-            with contextlib.suppress(asyncio.CancelledError):
-                await stop
-            if not main.done():
+            stop.cancel()
+            try:
+                # Before the keepalive side goes: the hub should hear the workloads stopped
+                # from a machine it still considers alive.
+                await self._stop_work()
+            finally:
+                main.cancel()
+                # An in-flight request is abandoned: the hub will let the TTL lapse.
                 with contextlib.suppress(asyncio.CancelledError):
-                    await main
+                    await stop
+                if not main.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await main
         if main.cancelled():
             logger.info("agent stopped (machine %s)", self.machine_id)
             return EXIT_OK
@@ -163,28 +182,84 @@ class NodeAgent:
         ) as client:
             try:
                 machine_id, pool_name = await self._configure(client)
+                self.runtimes = await self._detect_runtimes(machine_id)
+                self.work = WorkLoop(
+                    NodeClient(self.config.hub_url, self.config.token, transport=self._transport),
+                    machine_id,
+                    self.runtimes,
+                    self.config.work_dir,
+                    poll_wait_s=self.config.poll_wait_s,
+                )
                 capacity = await self._host.capacity()
-                while True:
-                    await self._register(client, machine_id, pool_name, capacity)
-                    # Returns when the hub no longer knows the machine.
-                    await self._keep_alive(client, machine_id, pool_name, capacity)
+                exit_code = EXIT_ERROR
+                try:
+                    # Both run until shutdown (the work loop may return then); a _Fatal from
+                    # either ends the other.
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(
+                            self._stay_registered(client, machine_id, pool_name, capacity)
+                        )
+                        group.create_task(self._work(self.work))
+                except* _Fatal as fatal:
+                    exit_code = max(
+                        err.exit_code for err in fatal.exceptions if isinstance(err, _Fatal)
+                    )
+                return exit_code
             except _Fatal as fatal:
                 return fatal.exit_code
 
+    async def _stop_work(self) -> None:
+        """Stop the workloads, report that best-effort, release the runtimes we detected."""
+        if self.work is not None:
+            await self.work.shutdown(self.config.shutdown_report_budget_s)
+        if self.config.runtimes is None:  # injected runtimes belong to whoever injected them
+            await _close_runtimes(self.runtimes)
+
+    async def _stay_registered(
+        self, client: GatewayClient, machine_id: str, pool_name: str, capacity: Capacity
+    ) -> None:
+        while True:
+            await self._register(client, machine_id, pool_name, capacity)
+            # Returns when the hub no longer knows the machine.
+            await self._keep_alive(client, machine_id, pool_name, capacity)
+
+    async def _work(self, work: WorkLoop) -> None:
+        """Run the work loop once the machine is registered and alive."""
+        await self.ready.wait()
+        try:
+            await work.run()
+        except InvalidToken as err:
+            _token_refused("poll/report", err)
+            raise _Fatal(EXIT_TOKEN_REFUSED) from err
+
+    async def _detect_runtimes(self, machine_id: str) -> dict[str, Runtime]:
+        if self.config.runtimes is not None:
+            runtimes = dict(self.config.runtimes)
+        else:
+            # Blocking (a docker ping may take seconds): off the loop, keepalives are not late.
+            runtimes = await asyncio.to_thread(
+                detect_runtimes, machine_id, allow_unsafe=self.config.allow_unsafe
+            )
+        if runtimes:
+            logger.info("workload runtimes: %s", ", ".join(sorted(runtimes)))
+            return runtimes
+        reasons = "; ".join(f"{name}: {why}" for name, why in unavailable_reasons().items())
+        logger.error(
+            "no workload runtime is available on this machine (%s). Install bubblewrap for "
+            "sandboxed workloads (`apt-get install bubblewrap`) or start Docker, then restart "
+            "the agent; until then the machine stays registered but receives no work",
+            reasons or "none detected",
+        )
+        return runtimes
+
     async def _retrying(self, what: str, client_call: Callable[[], Awaitable[T]]) -> T:
         """Await ``client_call()`` until it succeeds, backing off on transient failures."""
-        backoff = _Backoff(cap=min(30.0, self.keepalive_interval_s))
+        backoff = Backoff(cap=min(30.0, self.keepalive_interval_s))
         while True:
             try:
                 return await client_call()
             except InvalidToken as err:
-                logger.error(
-                    "the hub refused this machine token: revoked, wrong pool or bound to "
-                    "another machine (%s on %s: %s)",
-                    err.status,
-                    what,
-                    err.message,
-                )
+                _token_refused(what, err)
                 raise _Fatal(EXIT_TOKEN_REFUSED) from err
             except MachineNotFound:
                 raise
@@ -239,6 +314,8 @@ class NodeAgent:
             "gpu_type": capacity.gpu_type,
             "private_ip": private_ip(),
             "agent_version": __version__,
+            # The hub places a workload only where its runtime exists.
+            "runtimes": sorted(self.runtimes),
         }
         # Sent only when given: the hub keeps labels and taints an admin set otherwise, also
         # across this agent's re-registrations.

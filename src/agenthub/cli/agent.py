@@ -96,13 +96,25 @@ def agent(
     hostname: str | None = typer.Option(
         None, "--hostname", help="Host name to report (default: this machine's)."
     ),
+    unsafe_no_sandbox: bool = typer.Option(
+        False,
+        "--unsafe-no-sandbox",
+        help="For development only: when bubblewrap is missing, run workloads as plain "
+        "processes with this user's full access to the machine.",
+    ),
+    poll_wait: float = typer.Option(
+        20.0,
+        "--poll-wait",
+        help="Seconds the hub may hold a poll for work open before answering (0-30).",
+    ),
     log_level: str = typer.Option(
         "info", "--log-level", help="debug, info, warning or error.", case_sensitive=False
     ),
 ) -> None:
-    """Run the node agent: register this machine with the hub and keep it alive.
+    """Run the node agent: register this machine with the hub, keep it alive and run its work.
 
-    Stops cleanly on SIGTERM or Ctrl-C. Exits 2 when the hub refuses the token.
+    Stops cleanly on SIGTERM or Ctrl-C (its workloads are stopped first). Exits 2 when the hub
+    refuses the token.
     """
     labels: dict[str, str] = {}
     taints: list[dict[str, str]] = []
@@ -119,6 +131,8 @@ def agent(
         fail(f"--machine-id {machine_id!r} must be 8 lowercase hexadecimal characters", code=2)
     if keepalive_interval is not None and keepalive_interval <= 0:
         fail("--keepalive-interval must be a positive number of seconds", code=2)
+    if not 0 <= poll_wait <= 30:
+        fail("--poll-wait must be between 0 and 30 seconds", code=2)
     if log_level.lower() not in _LOG_LEVELS:
         fail(f"--log-level must be one of {', '.join(_LOG_LEVELS)}", code=2)
     if not hub_url.startswith(("http://", "https://")):
@@ -146,6 +160,8 @@ def agent(
         taints=taints,
         keepalive_interval_s=keepalive_interval,
         hostname=hostname,
+        allow_unsafe=unsafe_no_sandbox,
+        poll_wait_s=poll_wait,
     )
     if work_dir is not None:
         config.work_dir = work_dir

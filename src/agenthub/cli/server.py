@@ -40,6 +40,9 @@ def _run(host: str, port: int, log_level: str, workers: int = 1) -> None:
         log_level=log_level,
         proxy_headers=False,
         ws_ping_interval=None,  # the /ws protocol sends its own ping frames
+        # Node agents park long polls here; on shutdown they are cut after this (the agents
+        # poll again), instead of holding the exit for a whole poll.
+        timeout_graceful_shutdown=2,
     )
 
 

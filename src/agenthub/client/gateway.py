@@ -12,7 +12,7 @@ from typing import Any, Self
 
 import httpx
 
-__all__ = ["GatewayClient", "GatewayError", "InvalidToken", "MachineNotFound"]
+__all__ = ["GatewayClient", "GatewayError", "InvalidToken", "MachineNotFound", "error_from"]
 
 _PREFIX = "/api/v1/machine"
 
@@ -45,7 +45,8 @@ class MachineNotFound(GatewayError):
         return False
 
 
-def _error_from(response: httpx.Response) -> GatewayError:
+def error_from(response: httpx.Response) -> GatewayError:
+    """The :class:`GatewayError` (or subclass) for a non-2xx answer in the Gateway envelope."""
     code, message = "", ""
     try:
         body = response.json()
@@ -101,7 +102,7 @@ class GatewayClient:
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self._http.request(method, f"{_PREFIX}{path}", **kwargs)
         if not response.is_success:
-            raise _error_from(response)
+            raise error_from(response)
         try:
             return response.json()
         except ValueError as err:

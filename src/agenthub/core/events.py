@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 EventDict = dict[str, Any]
 SUBSCRIBER_QUEUE_SIZE = 1000
+PUBLISH_BATCH = 500
 
 
 class Subscription:
@@ -127,9 +128,12 @@ class RedisBus(_LocalFanout):
     async def publish(self, events: list[EventDict]) -> None:
         if not events:
             return
+        # One message per batch of events, not per event: a scheduler pass can publish
+        # thousands, and each message costs a round of work on every replica's reader.
         async with self._redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                pipe.publish(self._channel, json.dumps(event, default=str))
+            for start in range(0, len(events), PUBLISH_BATCH):
+                batch = events[start : start + PUBLISH_BATCH]
+                pipe.publish(self._channel, json.dumps(batch, default=str))
             await pipe.execute()
 
     async def _read(self) -> None:
@@ -140,7 +144,10 @@ class RedisBus(_LocalFanout):
                     self._ready.set()
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            self.deliver(json.loads(message["data"]))
+                            payload = json.loads(message["data"])
+                            # A batch; a single event is what replicas of an earlier version send.
+                            for event in payload if isinstance(payload, list) else [payload]:
+                                self.deliver(event)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a lost connection must not end delivery for good

@@ -115,10 +115,10 @@ class Settings(BaseSettings):
         description="Requests per machine token per minute (keepalives, work polls, reports).",
     )
     machine_rate_limit_per_hour: int = Field(
-        default=20000, ge=1, description="Requests per machine token per hour."
+        default=100000, ge=1, description="Requests per machine token per hour."
     )
     machine_rate_limit_per_day: int = Field(
-        default=400000, ge=1, description="Requests per machine token per day."
+        default=2000000, ge=1, description="Requests per machine token per day."
     )
     node_health_history: int = Field(
         default=120, ge=1, description="Health samples kept per node (oldest dropped first)."

@@ -113,6 +113,10 @@ class Runtime(Protocol):
         """Kill what an earlier agent process on this machine left running; say what."""
         ...
 
+    def close(self) -> None:
+        """Release what the runtime holds (connections); blocking, call it off the loop."""
+        ...
+
 
 class FailedStart:
     """A workload that never started: ``wait`` reports reason "error" with the cause."""

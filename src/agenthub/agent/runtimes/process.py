@@ -106,6 +106,9 @@ class ProcessRuntime:
             return FailedStart(f"cannot start {argv[0]!r}: {err}")
         return ProcessRunning(proc, spec, on_log, cgroup, self.wrapper_depth)
 
+    def close(self) -> None:
+        """Nothing to release: processes are owned by their workloads."""
+
     async def reap_orphans(self, machine_id: str) -> list[str]:
         """Kill processes left in this machine's cgroups by an earlier agent; drop the cgroups.
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,16 +64,29 @@ async def record_many(
     multi-row insert instead of a flush per event, for passes that change thousands of rows."""
     if not items:
         return
-    rows = [
+    now = utcnow()
+    rows: list[dict[str, Any]] = [
         {"type": t, "data": d, "actor": None, "project_id": p, "tenant_id": tn, "created_at": now}
-        for now in (utcnow(),)
         for t, d, p, tn in items
     ]
-    result = await session.execute(
-        sa.insert(Event).returning(Event.id, Event.created_at, sort_by_parameter_order=True), rows
-    )
+    returned: list[tuple[int, datetime]]
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite cannot return a multi-row insert's ids in parameter order, so SQLAlchemy would
+        # send one INSERT per row. This transaction holds SQLite's write lock (BEGIN IMMEDIATE,
+        # see db/engine.py), so the ids after max(id) are the ones SQLite would assign.
+        last = await session.scalar(sa.select(sa.func.coalesce(sa.func.max(Event.id), 0)))
+        for event_id, row in enumerate(rows, start=int(last or 0) + 1):
+            row["id"] = event_id
+        await session.execute(sa.insert(Event), rows)
+        returned = [(row["id"], now) for row in rows]
+    else:
+        result = await session.execute(
+            sa.insert(Event).returning(Event.id, Event.created_at, sort_by_parameter_order=True),
+            rows,
+        )
+        returned = [(row[0], row[1]) for row in result.all()]
     pending = session.info.setdefault(_PENDING, [])
-    for (event_id, created_at), row in zip(result.all(), rows, strict=True):
+    for (event_id, created_at), row in zip(returned, rows, strict=True):
         pending.append(
             {
                 "id": event_id,

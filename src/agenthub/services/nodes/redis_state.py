@@ -51,7 +51,8 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'agent_version', ARGV[6]) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], expires, ARGV[1])
 redis.call('ZADD', ARGV[12] .. v[4], expires, ARGV[1])
-if not v[5] or now - tonumber(v[5]) >= tonumber(ARGV[9]) then
+-- Interval 0: every keepalive is sampled (even one a little behind the last, in time).
+if tonumber(ARGV[9]) <= 0 or not v[5] or now - tonumber(v[5]) >= tonumber(ARGV[9]) then
   redis.call('LPUSH', KEYS[3], ARGV[8])
   redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[10]) - 1)
   redis.call('EXPIRE', KEYS[3], ARGV[11])

@@ -168,7 +168,8 @@ class SqlNodeStates:
                 status = KeepaliveStatus.FOREIGN if owner else KeepaliveStatus.NOT_FOUND
                 return KeepaliveOutcome(status)
             keepalives, last_worker_seen, last_sample_at = row
-            if last_sample_at is None or now - last_sample_at >= sample_interval:
+            due = last_sample_at is None or now - last_sample_at >= sample_interval
+            if sample_interval <= 0 or due:
                 await self._sample(session, machine_id, now, sample, history)
         return KeepaliveOutcome(
             KeepaliveStatus.OK, first=keepalives == 1, last_worker_seen=last_worker_seen

@@ -206,6 +206,12 @@ async def report(
 ) -> list[dict[str, Any]]:
     """Apply the agent's status updates and log lines; returns runs it should stop."""
     await live_node(session, states, principal, machine_id)
+    # Lines first: a final status may re-queue the workload (clearing its node), and the
+    # lines that came with it still belong to the run that ended.
+    for batch in log_batches:
+        workload = await session.get(Workload, batch.workload_id)
+        if workload is not None and workload.node_id == machine_id:
+            await logs.append(session, workload, batch.attempt, batch.lines, max_log_lines)
     cancel: list[dict[str, Any]] = []
     for update in updates:
         workload = await _current_run(session, machine_id, update.workload_id, update.attempt)
@@ -220,10 +226,6 @@ async def report(
             cancel.append(
                 _cancel(workload.id, workload.attempt, workload.cancel_reason or "cancelled")
             )
-    for batch in log_batches:
-        workload = await session.get(Workload, batch.workload_id)
-        if workload is not None and workload.node_id == machine_id:
-            await logs.append(session, workload, batch.attempt, batch.lines, max_log_lines)
     return cancel
 
 

@@ -168,58 +168,87 @@ async def _project_usage(session: AsyncSession) -> dict[str | None, float]:
 
 
 class _LostRace(Exception):
-    """The node's capacity changed under this pass; its placements are rolled back."""
+    """The node's capacity changed under this pass; nothing was written for it."""
+
+
+_PLACED_COLUMNS = (
+    Workload.id,
+    Workload.name,
+    Workload.project_id,
+    Workload.tenant_id,
+    Workload.attempt,
+    Workload.cpu_millicores,
+    Workload.memory_mib,
+    Workload.gpu_count,
+    Workload.owner_kind,
+    Workload.owner_id,
+)
+
+
+def _book(node_id: str, cpu: int, memory: int, gpu: int) -> sa.Update:
+    """Add to a node's books only if it stays within capacity (a conditional write)."""
+    return (
+        sa.update(Node)
+        .where(
+            Node.id == node_id,
+            Node.maintenance.is_(False),
+            Node.cpu_allocated + cpu <= Node.cpu_millicores,
+            Node.memory_allocated + memory <= Node.memory_mib,
+            Node.gpu_allocated + gpu <= Node.gpu_count,
+        )
+        .values(
+            cpu_allocated=Node.cpu_allocated + cpu,
+            memory_allocated=Node.memory_allocated + memory,
+            gpu_allocated=Node.gpu_allocated + gpu,
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def _write_node(
     session: AsyncSession, node_id: str, requests: list[Request], now: Any
 ) -> Sequence[Any]:
-    """Place ``requests`` on ``node_id`` if they are still queued and still fit."""
-    ids = [r.id for r in requests]
-    async with session.begin_nested():
-        placed = (
-            await session.execute(
-                sa.update(Workload)
-                .where(Workload.id.in_(ids), Workload.status == QUEUED)
-                .values(status=SCHEDULED, node_id=node_id, scheduled_at=now, updated_at=now)
-                .returning(
-                    Workload.id,
-                    Workload.name,
-                    Workload.project_id,
-                    Workload.tenant_id,
-                    Workload.attempt,
-                    Workload.cpu_millicores,
-                    Workload.memory_mib,
-                    Workload.gpu_count,
-                    Workload.owner_kind,
-                    Workload.owner_id,
-                )
-                .execution_options(synchronize_session=False)
-            )
-        ).all()
-        if not placed:
-            return []
-        cpu = sum(row.cpu_millicores for row in placed)
-        memory = sum(row.memory_mib for row in placed)
-        gpu = sum(row.gpu_count for row in placed)
-        booked = await session.execute(
+    """Place ``requests`` on ``node_id`` if it still has room and they are still queued.
+
+    The node is booked first, for everything planned; then the workloads still queued are
+    placed, and what was booked for any that left the queue meanwhile (cancelled, or taken by
+    a racing pass) is given back. A failed booking has written nothing, so no savepoint is
+    needed.
+    """
+    cpu = sum(r.cpu for r in requests)
+    memory = sum(r.memory for r in requests)
+    gpu = sum(r.gpu for r in requests)
+    booked = await session.execute(_book(node_id, cpu, memory, gpu))
+    if getattr(booked, "rowcount", 0) != 1:
+        raise _LostRace(node_id)
+    placed = (
+        await session.execute(
+            sa.update(Workload)
+            # `status || ''`: an expression no index serves. Without statistics SQLite would
+            # otherwise pick the (status, project_id) index over the primary key once the IN
+            # list is long, and scan the whole queue for every node. PostgreSQL is unaffected.
+            .where(Workload.id.in_([r.id for r in requests]), Workload.status.concat("") == QUEUED)
+            .values(status=SCHEDULED, node_id=node_id, scheduled_at=now, updated_at=now)
+            .returning(*_PLACED_COLUMNS)
+            .execution_options(synchronize_session=False)
+        )
+    ).all()
+    unused = (
+        cpu - sum(row.cpu_millicores for row in placed),
+        memory - sum(row.memory_mib for row in placed),
+        gpu - sum(row.gpu_count for row in placed),
+    )
+    if any(unused):
+        await session.execute(
             sa.update(Node)
-            .where(
-                Node.id == node_id,
-                Node.maintenance.is_(False),
-                Node.cpu_allocated + cpu <= Node.cpu_millicores,
-                Node.memory_allocated + memory <= Node.memory_mib,
-                Node.gpu_allocated + gpu <= Node.gpu_count,
-            )
+            .where(Node.id == node_id)
             .values(
-                cpu_allocated=Node.cpu_allocated + cpu,
-                memory_allocated=Node.memory_allocated + memory,
-                gpu_allocated=Node.gpu_allocated + gpu,
+                cpu_allocated=Node.cpu_allocated - unused[0],
+                memory_allocated=Node.memory_allocated - unused[1],
+                gpu_allocated=Node.gpu_allocated - unused[2],
             )
             .execution_options(synchronize_session=False)
         )
-        if getattr(booked, "rowcount", 0) != 1:
-            raise _LostRace(node_id)
     return placed
 
 
