@@ -506,6 +506,11 @@ def test_a_launch_spec_carries_the_assignment(tmp_path: Path) -> None:
     [
         (ExitInfo(0, "exited", None, Usage()), False, ("succeeded", 0, None)),
         (ExitInfo(2, "exited", None, Usage()), False, ("failed", 2, "exited with code 2")),
+        (
+            ExitInfo(137, "exited", "out of memory: exceeded the 64 MiB limit", Usage()),
+            False,
+            ("failed", 137, "out of memory: exceeded the 64 MiB limit"),
+        ),
         (ExitInfo(0, "exited", None, Usage()), True, ("terminated", 0, None)),
         (ExitInfo(143, "stopped", None, Usage()), True, ("terminated", 143, None)),
         (

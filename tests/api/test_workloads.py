@@ -111,6 +111,19 @@ async def test_who_may_see_and_touch_workloads(wl: HubProcess, c: httpx.AsyncCli
         listed = (await b.get("/api/workloads")).json()["data"]["workloads"]
         assert all(w["project_id"] == project_b for w in listed)
         assert (await a.get(f"/api/workloads/{mine['id']}")).status_code == 200
+        # Host paths into containers are for admins only.
+        r = await a.post(
+            "/api/workloads",
+            json={
+                "command": ["cat", "/host/etc/shadow"],
+                "runtime": "docker",
+                "image": "busybox",
+                "pool": pool,
+                "volumes": [{"source": "/", "target": "/host"}],
+            },
+        )
+        assert r.status_code == 403
+        assert "host paths" in r.json()["error"]["message"]
 
 
 async def test_cancel_queued_then_conflict(c: httpx.AsyncClient) -> None:
@@ -384,3 +397,53 @@ async def test_openapi_documents_the_node_routes(c: httpx.AsyncClient) -> None:
     spec = (await c.get("/api/openapi.json")).json()
     for path in ("/api/v1/node/poll", "/api/v1/node/report"):
         assert spec["paths"][path]["post"]["tags"] == ["node"]
+
+
+async def test_logs_follow_live_until_the_workload_ends(
+    wl: HubProcess, key: str, c: httpx.AsyncClient
+) -> None:
+    pool = await new_pool(c)
+    node = await ScriptedNode.start(c, wl, key, pool)
+    try:
+        w = await submit(c, pool, command=["echo", "hi"])
+        await node.poll(wait_s=5)
+        await node.report(w["id"], 1, "running")
+        received: list[tuple[str, str]] = []
+
+        async def follow() -> None:
+            async with c.stream("GET", f"/api/workloads/{w['id']}/logs/stream") as stream:
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                event = ""
+                async for line in stream.aiter_lines():
+                    if line.startswith("event: "):
+                        event = line[len("event: ") :]
+                    elif line.startswith("data: "):
+                        received.append((event, line[len("data: ") :]))
+                        if event == "end":
+                            return
+
+        follower = asyncio.create_task(follow())
+        for i in range(3):
+            await asyncio.sleep(0.2)
+            r = await c.post(
+                "/api/v1/node/report",
+                json={
+                    "machine_id": node.id,
+                    "logs": [
+                        {
+                            "workload_id": w["id"],
+                            "attempt": 1,
+                            "lines": [{"at": time.time(), "text": f"live {i}"}],
+                        }
+                    ],
+                },
+                headers=node.machine.headers,
+            )
+            assert r.status_code == 200
+        await node.report(w["id"], 1, "succeeded", exit_code=0)
+        await asyncio.wait_for(follower, 10)
+        texts = [json.loads(data)["text"] for event, data in received if event == "log"]
+        assert texts == ["live 0", "live 1", "live 2"]
+        assert received[-1] == ("end", json.dumps({"status": "succeeded"}))
+    finally:
+        await node.close()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -91,6 +92,21 @@ def test_up_prints_a_bootstrap_key_once_and_serves(backend_factory, tmp_path: Pa
         assert wait_ready_machine(info["url"], key) == local
         agents = psutil.Process(proc.pid).children(recursive=True)
         assert any("agent" in child.cmdline() for child in agents)
+        # ... which runs work in its sandbox, with nothing else set up.
+        submitted = httpx.post(
+            f"{info['url']}/api/workloads",
+            json={"command": ["sh", "-c", "echo ran as $(id -u) in $PWD"], "workspace": "w1"},
+            headers=bearer(key),
+        )
+        assert submitted.status_code == 201, submitted.text
+        workload = wait_finished(info["url"], key, submitted.json()["data"]["id"])
+        assert workload["status"] == "succeeded", workload
+        assert workload["node_id"] == local
+        logs = httpx.get(
+            f"{info['url']}/api/workloads/{workload['id']}/logs", headers=bearer(key)
+        ).json()["data"]["lines"]
+        assert logs[0]["text"].endswith("in /workspace")
+        assert (tmp_path / "data" / "node" / "workspaces" / "w1").is_dir()
     finally:
         stop(proc)
     # Stopping `up` stops its agent too.
@@ -108,6 +124,17 @@ def test_up_prints_a_bootstrap_key_once_and_serves(backend_factory, tmp_path: Pa
         assert sum(t["revoked_at"] is None for t in local_tokens) == 1
     finally:
         stop(second)
+
+
+def wait_finished(url: str, key: str, workload_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{url}/api/workloads/{workload_id}", headers=bearer(key))
+        data: dict[str, Any] = r.json()["data"]
+        if data["status"] in ("succeeded", "failed", "terminated", "lost"):
+            return data
+        time.sleep(0.1)
+    raise AssertionError(f"workload {workload_id} did not finish: {data}")
 
 
 def wait_ready_machine(url: str, key: str, timeout: float = 45.0) -> str:

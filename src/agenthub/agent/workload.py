@@ -115,7 +115,8 @@ def outcome(info: ExitInfo, stopped: bool) -> tuple[str, int | None, str | None]
     if info.reason == "exited":
         if info.exit_code == 0:
             return "succeeded", 0, None
-        return "failed", info.exit_code, f"exited with code {info.exit_code}"
+        # The runtime's word when it has one (e.g. "out of memory: exceeded the 64 MiB limit").
+        return "failed", info.exit_code, info.error or f"exited with code {info.exit_code}"
     if info.reason == "timeout":
         return "failed", info.exit_code, info.error or "timed out"
     return "failed", None, info.error or f"the runtime failed ({info.reason})"

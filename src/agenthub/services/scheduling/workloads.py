@@ -87,6 +87,11 @@ async def create_workload(
     if not await pool_exists(session, settings, spec.pool_name):
         raise ValidationFailed(f"Unknown pool {spec.pool_name!r}.", code="invalid_pool")
     if not principal.is_admin:
+        # A bind mount of a host path gives a container the node's files: admins only.
+        if any(str(v.get("source", "")).startswith("/") for v in spec.volumes):
+            raise Forbidden(
+                "Only admins may mount host paths; use a named volume (a source without '/')."
+            )
         # A scoped caller's workloads belong to its own project/tenant, whatever it asked.
         if spec.project_id is not None and spec.project_id != principal.project_id:
             raise Forbidden("These credentials cannot create workloads in that project.")
