@@ -26,6 +26,7 @@ from agenthub.services.nodes.sql_state import SqlNodeStates
 from agenthub.services.nodes.state import NodeStates
 from agenthub.services.nodes.tokens import MachineTokenCache
 from agenthub.services.scheduling.leases import Lease, RedisLease, SqlLease
+from agenthub.services.scheduling.protocol import NodeWakeups
 from agenthub.services.scheduling.scheduler import Scheduler
 
 
@@ -42,9 +43,11 @@ class Runtime:
     authenticator: Authenticator
     nodes: NodeStates
     scheduler: Scheduler
+    wakeups: NodeWakeups
     started_at: float = field(default_factory=time.time)
 
     async def close(self) -> None:
+        await self.wakeups.close()
         await self.bus.stop()
         if self.redis is not None:
             await self.redis.aclose(close_connection_pool=True)
@@ -120,4 +123,5 @@ def build_runtime(settings: Settings) -> Runtime:
         authenticator,
         nodes,
         scheduler,
+        NodeWakeups(bus),
     )

@@ -89,6 +89,7 @@ async def poll(body: PollRequest, machine: MachineDep, runtime: RuntimeDep) -> P
     result = await protocol.poll(
         runtime.db,
         runtime.bus,
+        runtime.wakeups,
         runtime.nodes,
         machine,
         body.machine_id.strip().lower(),
