@@ -127,12 +127,19 @@ from _loadgen import (
     tree_cpu_seconds,
     wait_ready,
 )
-from agenthub.core.clock import isoformat_z, utcnow
+from agenthub.core.clock import utcnow
 from agenthub.core.settings import Settings
 from agenthub.db.engine import create_engine
 from agenthub.db.models import Event, Node, Workload
-from agenthub.services.scheduling.placement import DEFAULT_GREEDINESS, NodeSlot, Placer, plan
-from agenthub.services.scheduling.scheduler import _read_queues
+from agenthub.services import events
+from agenthub.services.scheduling.placement import (
+    DEFAULT_GREEDINESS,
+    NodeSlot,
+    Placer,
+    Request,
+    plan,
+)
+from agenthub.services.scheduling.scheduler import _read_queues, _write_node
 from agenthub.services.scheduling.spec import QUEUED, SCHEDULED, WorkloadSpec
 from keepalive import (
     HEALTH_PATH,
@@ -661,61 +668,38 @@ async def floor_writes(writer: AsyncEngine, by_node: dict[str, list[Placement]])
 
 
 async def pass_writes(writer: AsyncEngine, by_node: dict[str, list[Placement]]) -> float:
-    """The statements a pass writes, as ``schedule_pass`` words them; returns seconds.
+    """The writes of a pass, done by the hub's own functions; returns seconds.
 
-    Per node: the conditional ``UPDATE workloads ... WHERE id IN (...) AND status = 'queued'
-    RETURNING ...`` and the conditional ``UPDATE nodes``; then the events as one
-    ``INSERT ... RETURNING id, created_at`` in parameter order (as ``events.record_many``).
-    No savepoints, no ORM session. One transaction.
+    ``_write_node`` per node (the conditional booking, then the still-queued workloads placed)
+    and ``events.record_many`` for the events, in one transaction: exactly what
+    ``schedule_pass`` writes, without its reads and its plan, so this column cannot drift from
+    the code it measures.
     """
     placed_rows = 0
+    scheduled: list[tuple[str, dict[str, Any], uuid.UUID | None, uuid.UUID | None]] = []
     t0 = time.perf_counter()
-    async with writer.begin() as conn:
+    async with AsyncSession(writer, expire_on_commit=False) as session, session.begin():
         now = utcnow()
-        events: list[dict[str, Any]] = []
         for node_id, placed in by_node.items():
-            rows = (
-                await conn.execute(
-                    sa.update(Workload)
-                    .where(Workload.id.in_([p.id for p in placed]), Workload.status == QUEUED)
-                    .values(status=SCHEDULED, node_id=node_id, scheduled_at=now, updated_at=now)
-                    .returning(
-                        Workload.id,
-                        Workload.name,
-                        Workload.project_id,
-                        Workload.tenant_id,
-                        Workload.attempt,
-                        Workload.cpu_millicores,
-                        Workload.memory_mib,
-                        Workload.gpu_count,
-                        Workload.owner_kind,
-                        Workload.owner_id,
-                    )
+            requests = [
+                Request(
+                    id=p.id,
+                    project=None,
+                    priority=0,
+                    cpu=p.cpu,
+                    memory=p.memory,
+                    gpu=0,
+                    pool=POOL,
+                    runtime="sandbox",
                 )
-            ).all()
-            cpu = sum(r.cpu_millicores for r in rows)
-            memory = sum(r.memory_mib for r in rows)
-            gpu = sum(r.gpu_count for r in rows)
-            await conn.execute(
-                sa.update(Node)
-                .where(
-                    Node.id == node_id,
-                    Node.maintenance.is_(False),
-                    Node.cpu_allocated + cpu <= Node.cpu_millicores,
-                    Node.memory_allocated + memory <= Node.memory_mib,
-                    Node.gpu_allocated + gpu <= Node.gpu_count,
-                )
-                .values(
-                    cpu_allocated=Node.cpu_allocated + cpu,
-                    memory_allocated=Node.memory_allocated + memory,
-                    gpu_allocated=Node.gpu_allocated + gpu,
-                )
-            )
+                for p in placed
+            ]
+            rows = await _write_node(session, node_id, requests, now)
             placed_rows += len(rows)
-            events.extend(
-                {
-                    "type": "workload.scheduled",
-                    "data": {
+            scheduled.extend(
+                (
+                    "workload.scheduled",
+                    {
                         "workload_id": str(r.id),
                         "name": r.name,
                         "status": SCHEDULED,
@@ -724,19 +708,13 @@ async def pass_writes(writer: AsyncEngine, by_node: dict[str, list[Placement]]) 
                         "owner_kind": r.owner_kind,
                         "owner_id": r.owner_id,
                     },
-                    "actor": None,
-                    "project_id": r.project_id,
-                    "tenant_id": r.tenant_id,
-                    "created_at": now,
-                }
+                    r.project_id,
+                    r.tenant_id,
+                )
                 for r in rows
             )
-        result = await conn.execute(
-            sa.insert(Event).returning(Event.id, Event.created_at, sort_by_parameter_order=True),
-            events,
-        )
-        # What a pass does with the ids: hand them to the bus after the commit.
-        published = [(event_id, isoformat_z(at)) for event_id, at in result.all()]
+        await events.record_many(session, scheduled)
+        published = events.take_pending(session)
     elapsed = time.perf_counter() - t0
     if len(published) != placed_rows:
         raise RuntimeError(f"pass writes: {placed_rows} placements but {len(published)} events")

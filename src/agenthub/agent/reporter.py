@@ -31,6 +31,9 @@ Key = tuple[str, int]  # (workload_id, attempt)
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "terminated"})
 MIN_REPORT_INTERVAL_S = 0.2
+# A status change (started, running, finished) waits at most this long behind the last report;
+# log lines and usage refreshes wait MIN_REPORT_INTERVAL_S. At most 20 reports a second.
+MIN_STATUS_INTERVAL_S = 0.05
 MAX_PENDING_LINES = 10_000
 MAX_LINES_PER_REPORT = 2_000
 MAX_UPDATES_PER_REPORT = 1_000
@@ -58,6 +61,7 @@ class _Update:
     seq: int
     key: Key
     body: dict[str, Any]
+    change: bool = True  # False for a usage-only `running` refresh
 
 
 @dataclass
@@ -83,6 +87,7 @@ class Reporter:
         on_cancel: Callable[[list[dict[str, Any]]], None],
         on_delivered: Callable[[list[tuple[Key, str]]], None],
         min_interval_s: float = MIN_REPORT_INTERVAL_S,
+        min_status_interval_s: float = MIN_STATUS_INTERVAL_S,
         max_pending_lines: int = MAX_PENDING_LINES,
     ) -> None:
         self._client = client
@@ -90,6 +95,7 @@ class Reporter:
         self._on_cancel = on_cancel
         self._on_delivered = on_delivered
         self._min_interval_s = min_interval_s
+        self._min_status_interval_s = min(min_status_interval_s, min_interval_s)
         self._max_pending_lines = max_pending_lines
         self._seq = itertools.count()
         self._lines: deque[_Line] = deque()
@@ -130,7 +136,8 @@ class Reporter:
             # A repeated `running` only refreshes usage: while the hub is away, keep the newest.
             previous.body.update(usage=usage, at=body["at"])
         else:
-            entry = _Update(next(self._seq), key, body)
+            change = status != "running" or usage is None
+            entry = _Update(next(self._seq), key, body, change)
             self._updates.append(entry)
             if status == "running":
                 self._last_running[key] = entry
@@ -172,7 +179,10 @@ class Reporter:
         while True:
             if self._inflight is None:
                 await self._queued.wait()
-                pause = last_sent + self._min_interval_s - time.monotonic()
+                interval = self._min_interval_s
+                if any(update.change for update in self._updates):
+                    interval = self._min_status_interval_s
+                pause = last_sent + interval - time.monotonic()
                 if pause > 0:
                     await asyncio.sleep(pause)  # what arrives meanwhile joins this report
                 self._queued.clear()
