@@ -237,3 +237,19 @@ async def test_redis_lease_has_one_holder() -> None:
     finally:
         await redis.delete(f"{prefix}lease:scheduler")
         await redis.aclose(close_connection_pool=True)
+
+
+async def test_a_cancelled_run_on_a_lost_node_is_not_restarted(env: Env) -> None:
+    await env.node("eeee0001", cpu=4000)
+    await env.submit(1, restart_policy="always")
+    await schedule_pass(env.db, env.bus, env.states, Shares({}))
+    async with events.unit_of_work(env.db, env.bus) as session:
+        w = (await session.scalars(sa.select(Workload))).one()
+        w.status = "running"
+        await session.flush()
+        await workloads.cancel_workload(session, ADMIN, w.id, "stop it")
+    async with events.unit_of_work(env.db, env.bus) as session:
+        await workloads.node_lost(session, "eeee0001")
+    async with env.db.session() as session:
+        w = (await session.scalars(sa.select(Workload))).one()
+    assert (w.status, w.attempt, w.error) == ("terminated", 1, "stop it")

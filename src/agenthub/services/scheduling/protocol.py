@@ -32,7 +32,6 @@ from agenthub.services.scheduling import logs, workloads
 from agenthub.services.scheduling.spec import (
     FAILED,
     FINISHED,
-    LOST,
     PLACED,
     RUNNING,
     RUNTIMES,
@@ -153,9 +152,7 @@ async def sync(
         else:
             # Started here, but the agent no longer has it: it restarted, or the run died
             # with it. The restart policy decides whether it runs again.
-            await workloads.finish(
-                session, workload, LOST, error="the node agent no longer runs it"
-            )
+            await workloads.vanished(session, workload, "the node agent no longer runs it")
     for workload_id, attempt in reported:
         result.cancel.append(_cancel(workload_id, attempt, "not assigned to this node"))
     return result

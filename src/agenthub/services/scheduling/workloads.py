@@ -297,8 +297,19 @@ async def node_lost(session: AsyncSession, node_id: str) -> list[Workload]:
         if workload.status == SCHEDULED:
             await requeue(session, workload, reason=f"node {node_id} lost before it started")
         else:
-            await finish(session, workload, LOST, error=f"node {node_id} was lost")
+            await vanished(session, workload, f"node {node_id} was lost")
     return affected
+
+
+async def vanished(session: AsyncSession, workload: Workload, error: str) -> None:
+    """A started run is gone without a final report (its node or agent went away): what was
+    being stopped ends as it was going to; anything else is ``lost``."""
+    if workload.requeue_on_stop:  # being drained: it runs again elsewhere
+        await requeue(session, workload, reason=workload.cancel_reason or error)
+    elif workload.cancel_requested_at is not None:  # being cancelled: never restarted
+        await finish(session, workload, TERMINATED, error=workload.cancel_reason, restart=False)
+    else:
+        await finish(session, workload, LOST, error=error)
 
 
 async def drain_node(session: AsyncSession, node_id: str, reason: str) -> list[Workload]:
