@@ -151,6 +151,8 @@ class DockerRuntime:
             # tini as pid 1 (Docker's --init): forwards SIGTERM, so stop() is graceful for
             # commands without a handler, and reaps the zombies an agent's tools leave.
             init=True,
+            # No setuid escalation inside: what starts unprivileged stays so.
+            security_opt=["no-new-privileges:true"],
             labels={
                 "agenthub.machine": self.machine_id,
                 "agenthub.workload": spec.workload_id,
