@@ -65,8 +65,11 @@ def error_from(response: httpx.Response) -> GatewayError:
     return GatewayError(status, code, message)
 
 
-class GatewayClient:
-    """Register, keep alive and look up worker machines with a machine (or worker) token."""
+class MachineTokenClient:
+    """The HTTP plumbing of a client that calls the hub with a machine token: one connection
+    pool, the Gateway error envelope mapped to :class:`GatewayError`, JSON answers checked."""
+
+    prefix = ""
 
     def __init__(
         self,
@@ -77,6 +80,7 @@ class GatewayClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._token = token
+        self._timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
@@ -100,7 +104,7 @@ class GatewayClient:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self._http.request(method, f"{_PREFIX}{path}", **kwargs)
+        response = await self._http.request(method, f"{self.prefix}{path}", **kwargs)
         if not response.is_success:
             raise error_from(response)
         try:
@@ -115,6 +119,12 @@ class GatewayClient:
         if not isinstance(data, dict):
             raise GatewayError(200, "invalid_response", f"expected an object from {path}")
         return data
+
+
+class GatewayClient(MachineTokenClient):
+    """Register, keep alive and look up worker machines with a machine (or worker) token."""
+
+    prefix = _PREFIX
 
     async def register(self, registration: dict[str, Any]) -> dict[str, Any]:
         """``POST /register``: announce this machine and its capacity.

@@ -9,12 +9,9 @@ and its subclasses; transport failures are left as ``httpx`` errors.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-import httpx
-
-from agenthub.client.gateway import GatewayError, error_from
+from agenthub.client.gateway import GatewayError, MachineTokenClient
 
 __all__ = ["MAX_POLL_WAIT_S", "NodeClient"]
 
@@ -24,53 +21,10 @@ MAX_POLL_WAIT_S = 30.0
 _POLL_TIMEOUT_MARGIN_S = 10.0
 
 
-class NodeClient:
+class NodeClient(MachineTokenClient):
     """Poll for work and report on it with a machine token."""
 
-    def __init__(
-        self,
-        base_url: str,
-        token: str,
-        *,
-        timeout: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._timeout = timeout
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-            transport=transport,
-        )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the underlying connection pool."""
-        await self._http.aclose()
-
-    async def _post(self, path: str, body: dict[str, Any], http_timeout: float) -> dict[str, Any]:
-        response = await self._http.post(f"{_PREFIX}{path}", json=body, timeout=http_timeout)
-        if not response.is_success:
-            raise error_from(response)
-        try:
-            data = response.json()
-        except ValueError as err:
-            raise GatewayError(
-                response.status_code, "invalid_response", "the hub answered with non-JSON"
-            ) from err
-        if not isinstance(data, dict):
-            raise GatewayError(200, "invalid_response", f"expected an object from {path}")
-        return data
+    prefix = _PREFIX
 
     async def poll(
         self,
@@ -92,7 +46,9 @@ class NodeClient:
             "running": [{"workload_id": wid, "attempt": attempt} for wid, attempt in running],
             "wait_s": wait_s,
         }
-        data = await self._post("/poll", body, http_timeout=wait_s + _POLL_TIMEOUT_MARGIN_S)
+        data = await self._call_object(
+            "POST", "/poll", json=body, timeout=wait_s + _POLL_TIMEOUT_MARGIN_S
+        )
         return {
             "assignments": _objects(data, "assignments"),
             "cancel": _objects(data, "cancel"),
@@ -109,7 +65,7 @@ class NodeClient:
         Returns ``{"cancel": [...]}``: workloads the hub does not recognise as this node's.
         """
         body = {"machine_id": machine_id, "updates": updates, "logs": logs}
-        data = await self._post("/report", body, http_timeout=self._timeout)
+        data = await self._call_object("POST", "/report", json=body)
         return {"cancel": _objects(data, "cancel")}
 
 
