@@ -3,6 +3,7 @@
 from agenthub.db.models.events import Event
 from agenthub.db.models.identity import ApiKey, RevokedToken, User
 from agenthub.db.models.nodes import MachineToken, Node, NodeHealthSample, NodeLease, Pool
+from agenthub.db.models.projects import Machine, Project, UsageEntry
 from agenthub.db.models.state import RateLimitCounter
 from agenthub.db.models.workloads import ControllerLease, Workload, WorkloadLog
 
@@ -10,13 +11,16 @@ __all__ = [
     "ApiKey",
     "ControllerLease",
     "Event",
+    "Machine",
     "MachineToken",
     "Node",
     "NodeHealthSample",
     "NodeLease",
     "Pool",
+    "Project",
     "RateLimitCounter",
     "RevokedToken",
+    "UsageEntry",
     "User",
     "Workload",
     "WorkloadLog",

@@ -56,10 +56,14 @@ class Workload(UUIDPrimaryKey, Timestamps, Base):
     network: Mapped[bool] = mapped_column(default=True)
     ports: Mapped[list[dict[str, Any]]] = mapped_column(PortableJSON, default=list)
     volumes: Mapped[list[dict[str, Any]]] = mapped_column(PortableJSON, default=list)
+    # Files written into the workspace (relative path -> text) before the command starts.
+    files: Mapped[dict[str, str]] = mapped_column(PortableJSON, default=dict)
 
     # Where it is.
     status: Mapped[str] = mapped_column(sa.String(16), default="queued")
     error: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    # Why a queued workload waits (set by a scheduler pass that could not place it).
+    pending_reason: Mapped[str | None] = mapped_column(sa.String(255), default=None)
     node_id: Mapped[str | None] = mapped_column(
         sa.String(8), sa.ForeignKey("nodes.id", ondelete="SET NULL"), default=None
     )
