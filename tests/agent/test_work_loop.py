@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -525,3 +526,83 @@ def test_exit_info_maps_to_a_status(
     info: ExitInfo, stopped: bool, expected: tuple[str, int | None, str | None]
 ) -> None:
     assert outcome(info, stopped) == expected
+
+
+# Inside the sandbox: call the hub with the workload's own token, print the HTTP status.
+_CALL_HUB = (
+    "import os, urllib.request as u\n"
+    "r = u.Request(os.environ['AGENTHUB_URL'] + '/api/workloads',"
+    " headers={'Authorization': 'Bearer ' + os.environ['AGENTHUB_TOKEN']})\n"
+    "try:\n"
+    "    print(u.urlopen(r, timeout=10).status)\n"
+    "except Exception as e:\n"
+    "    print(getattr(e, 'code', e))\n"
+)
+
+
+async def test_files_token_and_hub_url_reach_the_sandboxed_run(
+    work_hub: HubProcess, work_admin_key: str, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    label = uuid.uuid4().hex[:12]
+    machine = new_machine(work_hub, work_admin_key)
+    work_dir = tmp_path / "work"
+    script = (
+        "cat conf/app.txt; echo appended >> conf/app.txt; stat -c %u conf/app.txt; sh run.sh; "
+        'echo "${AGENTHUB_TOKEN%%_*}_"; echo "$AGENTHUB_URL"; '
+        'printf %s "$AGENTHUB_TOKEN" > token; python3 -c "$CALL_HUB"'
+    )
+    files = {"conf/app.txt": "hello\n", "run.sh": "echo from-script\n"}
+    async with running_agent(agent_config(work_hub.url, machine.token, work_dir, label)):
+        workload_id = await submit(
+            admin,
+            label,
+            ["sh", "-c", script],
+            env={"CALL_HUB": _CALL_HUB},
+            files=files,
+            workspace=f"ws-{label}",
+        )
+        shown = await workload(admin, workload_id)
+        assert shown["files"] == ["conf/app.txt", "run.sh"]  # names only, never contents
+        data = await reaches(admin, workload_id, "succeeded")
+        assert data["pending_reason"] is None
+        stdout = texts(await log_lines(admin, workload_id), "stdout")
+    # The files were the workload's own (it could append), under the uid it runs as.
+    uid = "65534" if os.geteuid() == 0 and shutil.which("setpriv") else "1000"
+    # The token was good while it ran: the hub knew it, and refused it on a route that does
+    # not take workload tokens (403, not 401).
+    assert stdout == ["hello", uid, "from-script", "ahw_", work_hub.url, "403"]
+    workspace = work_dir / "workspaces" / f"ws-{label}"
+    assert (workspace / "conf" / "app.txt").read_text() == "hello\nappended\n"
+    # Once the run is over, its token is refused outright.
+    token = (workspace / "token").read_text()
+    async with httpx.AsyncClient(base_url=work_hub.url, headers=bearer(token)) as ended:
+        response = await ended.get("/api/workloads")
+    assert response.status_code == 401, response.text
+    assert "no longer running" in response.json()["error"]["message"]
+
+
+async def test_a_file_path_through_a_symlink_fails_the_run(
+    work_hub: HubProcess, work_admin_key: str, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    label = uuid.uuid4().hex[:12]
+    machine = new_machine(work_hub, work_admin_key)
+    work_dir = tmp_path / "work"
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    # What an earlier run of the same workspace may have left: a link out of it.
+    workspace = work_dir / "workspaces" / f"ws-{label}"
+    workspace.mkdir(parents=True)
+    (workspace / "src").symlink_to(outside)
+    async with running_agent(agent_config(work_hub.url, machine.token, work_dir, label)):
+        workload_id = await submit(
+            admin,
+            label,
+            ["sh", "-c", "echo should not run"],
+            files={"src/passwd": "root::0:0::/:/bin/sh\n"},
+            workspace=f"ws-{label}",
+        )
+        data = await reaches(admin, workload_id, "failed")
+    assert data["error"].startswith("cannot write file 'src/passwd'"), data
+    assert "symlink" in data["error"]
+    assert list(outside.iterdir()) == []
+    assert texts(await log_lines(admin, workload_id), "stdout") == []

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.db
 
 
 async def test_unknown_paths_use_each_surfaces_format(client: httpx.AsyncClient) -> None:
-    hub = (await client.get("/api/v1/machines/abc")).json()
+    hub = (await client.get("/api/v1/hub/no-such-thing")).json()
     assert hub["success"] is False
     assert hub["error"]["code"] == "NOT_FOUND"
     assert set(hub["error"]) == {"code", "message", "details", "request_id", "timestamp"}

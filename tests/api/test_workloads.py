@@ -75,6 +75,17 @@ async def submit(c: httpx.AsyncClient, pool: str, **body: object) -> dict[str, o
         ({"command": ["x"], "restart_policy": "sometimes"}, "restart_policy"),
         ({"command": ["x"], "resources": {"cpu_millicores": 0}}, "cpu_millicores"),
         ({"command": ["x"], "surprise": 1}, "surprise"),
+        ({"command": ["x"], "files": {"/etc/passwd": "x"}}, "no leading '/'"),
+        ({"command": ["x"], "files": {"a/../../b": "x"}}, "no '..', '.' or empty components"),
+        ({"command": ["x"], "files": {"": "x"}}, "a path must be a non-empty string"),
+        ({"command": ["x"], "files": {"a\u0000b": "x"}}, "contains a NUL byte"),
+        ({"command": ["x"], "files": {"a": "x\u0000"}}, "only text files"),
+        ({"command": ["x"], "files": {"x" * 4097: ""}}, "longer than 4096 characters"),
+        ({"command": ["x"], "files": {"a": "", "a/b": ""}}, "both a file and the directory"),
+        (
+            {"command": ["x"], "files": {f"f{i}": "" for i in range(1001)}},
+            "at most 1000 are allowed",
+        ),
     ],
 )
 async def test_bad_workloads_are_clear_400s(
@@ -447,3 +458,60 @@ async def test_logs_follow_live_until_the_workload_ends(
         assert received[-1] == ("end", json.dumps({"status": "succeeded"}))
     finally:
         await node.close()
+
+
+async def test_files_are_stored_and_only_their_names_are_shown(
+    wl: HubProcess, key: str, c: httpx.AsyncClient
+) -> None:
+    pool = await new_pool(c)
+    files = {"src/main.py": "print('hi')\n", "README": "é" * 1000}
+    w = await submit(c, pool, files=files)
+    assert w["files"] == ["README", "src/main.py"]
+    listed = (await c.get("/api/workloads", params={"limit": 100})).json()["data"]["workloads"]
+    assert "print('hi')" not in json.dumps(listed)
+    node = await ScriptedNode.start(c, wl, key, pool)
+    try:
+        [assignment] = (await node.poll(wait_s=5)).json()["assignments"]
+        assert assignment["files"] == files
+    finally:
+        await node.close()
+
+
+async def test_a_workload_no_node_fits_says_why_until_one_with_room_appears(
+    wl: HubProcess, key: str, c: httpx.AsyncClient
+) -> None:
+    pool = await new_pool(c)
+    w = await submit(c, pool, resources={"cpu_millicores": 500, "memory_mib": 256})
+    # No ready node in the pool at all.
+    deadline = time.monotonic() + 10
+    while not (shown := (await c.get(f"/api/workloads/{w['id']}")).json()["data"])[
+        "pending_reason"
+    ]:
+        assert time.monotonic() < deadline, shown
+        await asyncio.sleep(0.05)
+    assert shown["status"] == "queued"
+    assert shown["pending_reason"].startswith(f"waiting for a node: pool '{pool}' has no ready")
+    small = await ScriptedNode.start(c, wl, key, pool, cpu="250m")
+    big: ScriptedNode | None = None
+    try:
+        # The small node does not fit it: the next queued one says so.
+        w2 = await submit(c, pool, resources={"cpu_millicores": 500, "memory_mib": 256})
+        deadline = time.monotonic() + 10
+        while not (shown := (await c.get(f"/api/workloads/{w2['id']}")).json()["data"])[
+            "pending_reason"
+        ]:
+            assert time.monotonic() < deadline, shown
+            await asyncio.sleep(0.05)
+        assert shown["pending_reason"] == (
+            f"waiting for capacity: no ready node in pool '{pool}' has 500m CPU / 256 MiB free "
+            "and fits its runtime 'sandbox', node selector and tolerations"
+        )
+        big = await ScriptedNode.start(c, wl, key, pool, cpu="2000m")
+        for workload in (w, w2):
+            placed = await wait_for(c, str(workload["id"]), {"scheduled"})
+            assert placed["node_id"] == big.id
+            assert placed["pending_reason"] is None
+    finally:
+        await small.close()
+        if big is not None:
+            await big.close()

@@ -253,3 +253,75 @@ async def test_a_cancelled_run_on_a_lost_node_is_not_restarted(env: Env) -> None
     async with env.db.session() as session:
         w = (await session.scalars(sa.select(Workload))).one()
     assert (w.status, w.attempt, w.error) == ("terminated", 1, "stop it")
+
+
+async def _queued_reasons(env: Env) -> dict[int, tuple[str, str | None]]:
+    """cpu request -> (status, pending_reason) of every workload."""
+    async with env.db.session() as session:
+        rows = (await session.scalars(sa.select(Workload))).all()
+        return {w.cpu_millicores: (w.status, w.pending_reason) for w in rows}
+
+
+async def test_a_workload_no_node_fits_says_why_until_one_does(env: Env) -> None:
+    await env.node("ffff0001", cpu=1000)
+    await env.submit(1, cpu_millicores=2000, memory_mib=256)
+    await env.submit(1, cpu_millicores=500, memory_mib=256)
+    result = await schedule_pass(env.db, env.bus, env.states, Shares({}))
+    assert (result.placed, result.explained) == (1, 1)
+    reasons = await _queued_reasons(env)
+    assert reasons[500] == ("scheduled", None)
+    assert reasons[2000] == (
+        QUEUED,
+        "waiting for capacity: no ready node in pool 'default' has 2000m CPU / 256 MiB free "
+        "and fits its runtime 'sandbox', node selector and tolerations",
+    )
+    async with env.db.session() as session:
+        before = await session.scalar(
+            sa.select(Workload.updated_at).where(Workload.status == QUEUED)
+        )
+    # A stuck queue is not rewritten by every pass.
+    again = await schedule_pass(env.db, env.bus, env.states, Shares({}))
+    assert (again.placed, again.explained, again.queued) == (0, 0, 1)
+    async with env.db.session() as session:
+        after = await session.scalar(
+            sa.select(Workload.updated_at).where(Workload.status == QUEUED)
+        )
+    assert after == before
+    # A node with room appears: placed, and the reason goes in the same write.
+    await env.node("ffff0002", cpu=4000)
+    placed = await schedule_pass(env.db, env.bus, env.states, Shares({}))
+    assert (placed.placed, placed.explained) == (1, 0)
+    assert (await _queued_reasons(env))[2000] == ("scheduled", None)
+    await _books_balance(env)
+
+
+async def test_without_a_ready_node_the_reason_says_so_and_a_requeue_clears_it(env: Env) -> None:
+    await env.submit(1, cpu_millicores=700, gpu_count=1)
+    result = await schedule_pass(env.db, env.bus, env.states, Shares({}))
+    assert (result.placed, result.explained) == (0, 1)
+    status, reason = (await _queued_reasons(env))[700]
+    assert status == QUEUED
+    assert reason is not None
+    assert reason.startswith("waiting for a node: pool 'default' has no ready node")
+    # Placed (on a node with a GPU), then its node is drained before it started: queued again
+    # with no stale reason; the next pass (the node is in maintenance) explains it afresh.
+    await env.node("ffff0003", cpu=4000)
+    async with env.db.session() as session:
+        await session.execute(sa.update(Node).values(gpu_count=1))
+    assert (await schedule_pass(env.db, env.bus, env.states, Shares({}))).placed == 1
+    async with events.unit_of_work(env.db, env.bus) as session:
+        await session.execute(sa.update(Node).values(maintenance=True))
+        await workloads.drain_node(session, "ffff0003", "drained")
+    assert (await _queued_reasons(env))[700] == (QUEUED, None)
+    assert (await schedule_pass(env.db, env.bus, env.states, Shares({}))).explained == 1
+    _, reason = (await _queued_reasons(env))[700]
+    assert reason is not None
+    assert reason.startswith("waiting for a node:")
+
+
+async def test_reasons_are_written_in_chunks_for_a_long_queue(env: Env) -> None:
+    await env.node("ffff0004", cpu=1000)
+    await env.submit(1203, cpu_millicores=1500)
+    result = await schedule_pass(env.db, env.bus, env.states, Shares({}))
+    assert (result.placed, result.explained) == (0, 1203)
+    assert await env.count(Workload.pending_reason.is_(None)) == 0

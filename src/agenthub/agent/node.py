@@ -189,6 +189,7 @@ class NodeAgent:
                     self.runtimes,
                     self.config.work_dir,
                     poll_wait_s=self.config.poll_wait_s,
+                    hub_url=self.config.hub_url.rstrip("/"),
                 )
                 capacity = await self._host.capacity()
                 exit_code = EXIT_ERROR

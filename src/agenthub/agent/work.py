@@ -64,11 +64,14 @@ class WorkLoop:
         poll_wait_s: float = DEFAULT_POLL_WAIT_S,
         usage_interval_s: float = USAGE_INTERVAL_S,
         stop_grace_s: float = STOP_GRACE_S,
+        hub_url: str | None = None,
     ) -> None:
         self.machine_id = machine_id
         self.runtimes = dict(runtimes)
         self.work_dir = work_dir
         self.poll_wait_s = poll_wait_s
+        # Given to workloads as AGENTHUB_URL: the hub as this node reaches it.
+        self.hub_url = hub_url
         self._client = client
         self._usage_interval_s = usage_interval_s
         self._stop_grace_s = stop_grace_s
@@ -177,6 +180,7 @@ class WorkLoop:
             runtimes=self.runtimes,
             work_dir=self.work_dir,
             reporter=self.reporter,
+            hub_url=self.hub_url,
             usage_interval_s=self._usage_interval_s,
             stop_grace_s=self._stop_grace_s,
         )

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import re
+import secrets
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -31,6 +34,13 @@ logger = logging.getLogger("agenthub.agent")
 WORKSPACE_NAME = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,128}$")
 USAGE_INTERVAL_S = 5.0
 STOP_GRACE_S = 3.0
+# The hub's limits on an assignment's files, checked again here: never trust the hub blindly.
+MAX_FILES = 1000
+MAX_FILES_BYTES = 10 * 1024 * 1024
+MAX_FILE_PATH = 4096
+MAX_FILE_NAME = 255
+# Where a workload finds the hub the agent itself uses (unless its assignment sets it).
+HUB_URL_ENV = "AGENTHUB_URL"
 
 # Last-resort stops still running; held so that they are not garbage-collected mid-way.
 _abandoned: set[asyncio.Task[None]] = set()
@@ -74,8 +84,114 @@ def _working_dir(value: object) -> str | None:
     return value
 
 
-def launch_spec(assignment: dict[str, Any], key: Key, workspace: Path) -> LaunchSpec:
-    """The runtime's launch spec for ``assignment``; raises :class:`AssignmentError`."""
+def assignment_files(assignment: dict[str, Any]) -> dict[str, str]:
+    """The assignment's files (relative path -> text), checked; raises :class:`AssignmentError`."""
+    files = assignment.get("files") or {}
+    if not isinstance(files, dict):
+        raise AssignmentError("files must map relative paths to text")
+    if len(files) > MAX_FILES:
+        raise AssignmentError(f"files has {len(files)} entries; at most {MAX_FILES} are allowed")
+    total = 0
+    for path, content in files.items():
+        _check_file_path(path)
+        if not isinstance(content, str) or "\x00" in content:
+            raise AssignmentError(f"file {path!r} must be text without NUL bytes")
+        try:
+            total += len(content.encode())
+        except UnicodeEncodeError as err:
+            raise AssignmentError(f"file {path!r} is not valid UTF-8 text") from err
+    if total > MAX_FILES_BYTES:
+        raise AssignmentError(f"files hold {total} bytes; at most {MAX_FILES_BYTES} are allowed")
+    return dict(files)
+
+
+def _check_file_path(path: object) -> None:
+    if not isinstance(path, str) or not path or len(path) > MAX_FILE_PATH:
+        raise AssignmentError(f"file path {path!r} must be 1-{MAX_FILE_PATH} characters")
+    parts = path.split("/")
+    if (
+        "\x00" in path
+        or path.startswith("/")
+        or any(part in ("", ".", "..") for part in parts)
+        or any(len(part.encode(errors="replace")) > MAX_FILE_NAME for part in parts)
+    ):
+        raise AssignmentError(
+            f"file path {path!r} must be relative to the workspace, without '..', '.', empty "
+            "or over-long components or NUL bytes"
+        )
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def write_files(workspace: Path, files: dict[str, str]) -> None:
+    """Write ``files`` (checked by :func:`assignment_files`) into ``workspace``.
+
+    The agent may run as root, and the workspace holds whatever earlier runs left there:
+    symlinks out of it (``src -> /etc``), FIFOs, hard links to files elsewhere. So each
+    directory is entered through its parent's file descriptor with ``O_NOFOLLOW`` (never by a
+    path a concurrent run could swap), and each file is written under a fresh name
+    (``O_CREAT|O_EXCL|O_NOFOLLOW``) and renamed over the old entry. The old entry is replaced,
+    never opened: ``O_TRUNC`` on a hard link would truncate the file it links to.
+    Raises :class:`AssignmentError`.
+    """
+    try:
+        root = os.open(workspace, _DIR_FLAGS)
+    except OSError as err:
+        raise AssignmentError(f"cannot open workspace {workspace}: {err.strerror}") from err
+    try:
+        for path, content in files.items():
+            try:
+                _write_one(root, path.split("/"), content.encode())
+            except OSError as err:
+                raise AssignmentError(f"cannot write file {path!r}: {_why(err)}") from err
+    finally:
+        os.close(root)
+
+
+def _why(err: OSError) -> str:
+    if err.errno in (errno.ELOOP, errno.ENOTDIR):
+        return "a directory on its path is a symlink or a file (refused)"
+    if err.errno == errno.EISDIR:
+        return "a directory is in the way"
+    return err.strerror or str(err)
+
+
+def _write_one(root: int, parts: list[str], data: bytes) -> None:
+    opened: list[int] = []
+    try:
+        parent = root
+        for name in parts[:-1]:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o755, dir_fd=parent)
+            # A symlinked component fails here (ELOOP, or ENOTDIR) instead of leading out.
+            parent = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            opened.append(parent)
+        temp = f".agenthub-{secrets.token_hex(8)}.tmp"
+        fd = os.open(temp, _NEW_FILE_FLAGS, 0o644, dir_fd=parent)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.replace(temp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=parent)
+            raise
+        finally:
+            os.close(fd)
+    finally:
+        for fd_ in reversed(opened):
+            os.close(fd_)
+
+
+def launch_spec(
+    assignment: dict[str, Any], key: Key, workspace: Path, *, hub_url: str | None = None
+) -> LaunchSpec:
+    """The runtime's launch spec for ``assignment``; raises :class:`AssignmentError`.
+
+    ``hub_url`` (the hub this agent uses) becomes ``AGENTHUB_URL`` unless the env sets it."""
     command = assignment.get("command")
     if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
         raise AssignmentError("command must be a non-empty list of strings")
@@ -84,6 +200,9 @@ def launch_spec(assignment: dict[str, Any], key: Key, workspace: Path) -> Launch
         isinstance(k, str) and isinstance(v, str) for k, v in env.items()
     ):
         raise AssignmentError("env must map strings to strings")
+    env = dict(env)
+    if hub_url:
+        env.setdefault(HUB_URL_ENV, hub_url)
     resources = assignment.get("resources") or {}
     timeout = assignment.get("timeout_s")
     try:
@@ -91,7 +210,7 @@ def launch_spec(assignment: dict[str, Any], key: Key, workspace: Path) -> Launch
             workload_id=key[0],
             attempt=key[1],
             command=list(command),
-            env=dict(env),
+            env=env,
             workspace=workspace,
             working_dir=_working_dir(assignment.get("working_dir")),
             image=assignment.get("image") or None,
@@ -133,6 +252,7 @@ class Workload:
         runtimes: dict[str, Runtime],
         work_dir: Path,
         reporter: Reporter,
+        hub_url: str | None = None,
         usage_interval_s: float = USAGE_INTERVAL_S,
         stop_grace_s: float = STOP_GRACE_S,
     ) -> None:
@@ -144,6 +264,7 @@ class Workload:
         self._runtimes = runtimes
         self._work_dir = work_dir
         self._reporter = reporter
+        self._hub_url = hub_url
         self._usage_interval_s = usage_interval_s
         self._stop_grace_s = stop_grace_s
         self._cancelled = asyncio.Event()
@@ -182,12 +303,17 @@ class Workload:
                     f"runtime {runtime_name!r} is not available on this node (it has: {have})"
                 )
             workspace = workspace_path(self._work_dir, self.assignment.get("workspace"))
-            spec = launch_spec(self.assignment, self.key, workspace)
+            spec = launch_spec(self.assignment, self.key, workspace, hub_url=self._hub_url)
+            files = assignment_files(self.assignment)
             try:
                 # Kept after the workload ends: later steps snapshot it.
                 workspace.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise AssignmentError(f"cannot create workspace {workspace}: {err}") from err
+            if files:
+                # Before the runtime starts: the sandbox hands the workspace (these files
+                # included) to the workload's uid as it starts it.
+                await asyncio.to_thread(write_files, workspace, files)
         except AssignmentError as err:
             logger.warning("workload %s attempt %d refused: %s", *self.key, err)
             self._finish("failed", error=str(err))

@@ -24,6 +24,9 @@ from agenthub.api.cluster import nodes as cluster_nodes
 from agenthub.api.cluster import workloads as cluster_workloads
 from agenthub.api.gateway import machines as gateway_machines
 from agenthub.api.hub import health as hub_health
+from agenthub.api.hub import machines as hub_machines
+from agenthub.api.hub import projects as hub_projects
+from agenthub.api.hub import resources as hub_resources
 from agenthub.api.metrics import HttpMetrics
 from agenthub.api.middleware import HubMiddleware, error_context
 from agenthub.api.node import work as node_work
@@ -83,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
                 name="node-reaper",
             ),
             asyncio.create_task(runtime.scheduler.run_forever(), name="scheduler"),
+            asyncio.create_task(runtime.machines.run_forever(), name="machine-controller"),
         ]
         try:
             yield
@@ -110,6 +114,9 @@ def create_app(settings: Settings) -> FastAPI:
     _install_error_handlers(app)
 
     app.include_router(hub_health.router)
+    app.include_router(hub_projects.router)
+    app.include_router(hub_machines.router)
+    app.include_router(hub_resources.router)
     app.include_router(orchestration_ws.router)
     app.include_router(cluster_auth.router)
     app.include_router(cluster_health.router)

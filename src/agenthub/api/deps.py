@@ -46,22 +46,23 @@ def _auth_state(connection: HTTPConnection) -> AuthState:
     return auth if auth is not None else AuthState(None, None)
 
 
-async def get_optional_principal(request: Request) -> Principal | None:
-    """The caller if it sent valid credentials; bad credentials are still refused."""
-    auth = _auth_state(request)
+MACHINE_TOKEN_REFUSED = "Machine tokens may only call the Gateway surface and the node routes."  # noqa: S105 - a message
+WORKLOAD_TOKEN_REFUSED = "Workload tokens may only call routes a workload uses about itself."  # noqa: S105 - a message
+
+
+def _refuse_workload(principal: Principal | None) -> None:
+    if principal is not None and principal.is_workload:
+        raise Forbidden(WORKLOAD_TOKEN_REFUSED, code="workload_token_refused")
+
+
+def _caller(connection: HTTPConnection) -> Principal | None:
+    auth = _auth_state(connection)
     if auth.error is not None:
         raise auth.error
     return auth.principal
 
 
-OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]
-
-MACHINE_TOKEN_REFUSED = "Machine tokens may only call the Gateway surface and the node routes."  # noqa: S105 - a message
-
-
-async def get_principal(request: Request) -> Principal:
-    """The caller: a user, an API key (or, later, an AI identity); never a machine token."""
-    principal = await get_optional_principal(request)
+def _required(principal: Principal | None) -> Principal:
     if principal is None:
         raise Unauthorized(
             "Authentication required: send 'Authorization: Bearer <API key or token>'.",
@@ -72,7 +73,35 @@ async def get_principal(request: Request) -> Principal:
     return principal
 
 
+async def get_optional_principal(request: Request) -> Principal | None:
+    """The caller if it sent valid credentials; bad credentials are still refused, and so
+    are workload tokens (only routes that take :data:`WorkloadOrPrincipalDep` accept them)."""
+    principal = _caller(request)
+    _refuse_workload(principal)
+    return principal
+
+
+OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]
+
+
+async def get_principal(request: Request) -> Principal:
+    """The caller: a user, an API key (or, later, an AI identity); never a machine token
+    nor a workload token."""
+    principal = _required(_caller(request))
+    _refuse_workload(principal)
+    return principal
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_workload_or_principal(request: Request) -> Principal:
+    """A running workload calling about itself (``principal.is_workload``; its ``id`` is the
+    workload's) or any caller :data:`PrincipalDep` accepts; never a machine token."""
+    return _required(_caller(request))
+
+
+WorkloadOrPrincipalDep = Annotated[Principal, Depends(get_workload_or_principal)]
 
 
 async def get_admin(principal: PrincipalDep) -> Principal:
@@ -96,4 +125,5 @@ async def websocket_principal(websocket: WebSocket, runtime: Runtime) -> Princip
         raise Unauthorized("Authentication required: pass ?token=<API key or token>.")
     if principal.is_machine:
         raise Forbidden(MACHINE_TOKEN_REFUSED, code="machine_token_refused")
+    _refuse_workload(principal)
     return principal

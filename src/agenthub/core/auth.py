@@ -20,6 +20,8 @@ class PrincipalKind(StrEnum):
     API_KEY = "api_key"
     # A Gateway machine token: may call only the Gateway and node routes.
     MACHINE = "machine"
+    # A running workload's token: may call only routes that accept it explicitly.
+    WORKLOAD = "workload"
 
 
 class MachineTokenType(StrEnum):
@@ -51,6 +53,9 @@ class Principal:
     pool_name: str | None = None
     machine_id: str | None = None
     token_type: str | None = None
+    # Workload tokens: what the workload runs for (``id`` is the workload's id).
+    owner_kind: str | None = None
+    owner_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -59,6 +64,10 @@ class Principal:
     @property
     def is_machine(self) -> bool:
         return self.kind is PrincipalKind.MACHINE
+
+    @property
+    def is_workload(self) -> bool:
+        return self.kind is PrincipalKind.WORKLOAD
 
     @property
     def rate_limit_subject(self) -> str:

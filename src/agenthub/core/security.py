@@ -17,7 +17,8 @@ from agenthub.core.clock import utcnow
 
 API_KEY_PREFIX = "ah_"
 JWT_ALGORITHM = "HS256"
-TokenUse = Literal["access", "refresh"]
+# "workload": a running workload's credential (prefixed WORKLOAD_TOKEN_PREFIX, never stored).
+TokenUse = Literal["access", "refresh", "workload"]
 
 _hasher = PasswordHasher()
 # Verifying against this keeps the time of a login for an unknown user close to a real one.
@@ -58,6 +59,13 @@ def new_machine_token() -> str:
 
 def looks_like_machine_token(token: str) -> bool:
     return token.startswith(MACHINE_TOKEN_PREFIX)
+
+
+WORKLOAD_TOKEN_PREFIX = "ahw_"  # noqa: S105 - a prefix, not a secret
+
+
+def looks_like_workload_token(token: str) -> bool:
+    return token.startswith(WORKLOAD_TOKEN_PREFIX)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,23 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SECRET_KEY = "agenthub-development-secret-change-me"  # noqa: S105 - refused in production
 MIN_PRODUCTION_SECRET_LENGTH = 32
+
+
+class MachineTypeSettings(BaseModel):
+    """A machine type declared in settings: the command that runs the machine's prompt."""
+
+    command: list[str] = Field(min_length=1)
+    description: str = ""
+    cpu_millicores: int | None = Field(default=None, ge=1)
+    memory_mib: int | None = Field(default=None, ge=16)
+    env: dict[str, str] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):
@@ -154,6 +165,72 @@ class Settings(BaseSettings):
     workload_log_max_lines: int = Field(
         default=5000, ge=10, description="Log lines kept per workload (oldest dropped first)."
     )
+    hub_daily_money: float = Field(
+        default=100.0,
+        ge=0,
+        description="Hub-wide daily money budget (USD) shared by projects without their own, "
+        "each getting greediness / sum(greediness of active projects) of it.",
+    )
+    hub_daily_time_hours: float = Field(
+        default=240.0, ge=0, description="Hub-wide daily budget of machine running time, hours."
+    )
+    hub_daily_api_calls: int = Field(
+        default=100_000, ge=0, description="Hub-wide daily budget of API calls."
+    )
+    hub_storage_gb: float = Field(
+        default=100.0, ge=0, description="Hub-wide checkpoint storage budget, GB."
+    )
+    budget_timezone: str = Field(
+        default="UTC",
+        description="Time zone whose midnight starts a budget day (an IANA name, e.g. "
+        "Europe/Berlin).",
+    )
+    compute_price_core_hour: float = Field(
+        default=0.05, ge=0, description="Money billed per CPU core-hour a machine uses."
+    )
+    compute_price_gb_hour: float = Field(
+        default=0.01,
+        ge=0,
+        description="Money billed per GB-hour of memory a machine holds (its request).",
+    )
+    machine_types: dict[str, MachineTypeSettings] = Field(
+        default_factory=dict,
+        description="Machine types besides the built-in `shell`, as JSON: "
+        '{"name": {"command": ["prog", "--prompt", "{prompt}"], "description": "..."}}; '
+        "`{prompt}`, `{machine_uuid}` and `{project_uuid}` are replaced in each argument.",
+    )
+    machine_cpu_millicores: int = Field(
+        default=1000, ge=1, description="CPU a machine asks for, unless its type says otherwise."
+    )
+    machine_memory_mib: int = Field(
+        default=1024, ge=16, description="Memory a machine asks for, unless its type says."
+    )
+    machine_pool: str = Field(default="default", description="The pool machines run in.")
+    machine_default_max_money: float = Field(
+        default=1.0, ge=0, description="A machine's money limit when the spawn gives none."
+    )
+    machine_default_max_time_minutes: int = Field(
+        default=60, ge=1, description="A machine's time limit when the spawn gives none."
+    )
+    machine_default_max_api_calls: int = Field(
+        default=1000, ge=0, description="A machine's API-call limit when the spawn gives none."
+    )
+    machine_accrual_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often a running machine's compute usage is written to the ledger.",
+    )
+    machine_controller_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often the machine controller enforces limits and budgets.",
+    )
+    machine_time_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="The node kills a machine this long after its time limit if the hub "
+        "has not stopped it by then (the hub stops it at the limit).",
+    )
     local_agent: bool = Field(
         default=True,
         description="`agenthub up` starts a node agent for this machine in pool `default`.",
@@ -164,6 +241,15 @@ class Settings(BaseSettings):
     def _split_pools(cls, value: object) -> object:
         if isinstance(value, str):
             return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("budget_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
     @model_validator(mode="after")

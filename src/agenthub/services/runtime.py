@@ -21,10 +21,12 @@ from agenthub.core.settings import Settings
 from agenthub.db.engine import Database
 from agenthub.db.state import SqlRateLimiter, SqlRevocationStore
 from agenthub.services.identity.principals import Authenticator
+from agenthub.services.machines.controller import MachineController
 from agenthub.services.nodes.redis_state import RedisNodeStates
 from agenthub.services.nodes.sql_state import SqlNodeStates
 from agenthub.services.nodes.state import NodeStates
 from agenthub.services.nodes.tokens import MachineTokenCache
+from agenthub.services.projects.budgets import ProjectShares
 from agenthub.services.scheduling.leases import Lease, RedisLease, SqlLease
 from agenthub.services.scheduling.protocol import NodeWakeups
 from agenthub.services.scheduling.scheduler import Scheduler
@@ -43,6 +45,7 @@ class Runtime:
     authenticator: Authenticator
     nodes: NodeStates
     scheduler: Scheduler
+    machines: MachineController
     wakeups: NodeWakeups
     started_at: float = field(default_factory=time.time)
 
@@ -96,18 +99,20 @@ def build_runtime(settings: Settings) -> Runtime:
         db, settings.secret_key, revocations, MachineTokenCache(settings.machine_token_cache_s)
     )
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    lease: Lease = (
-        RedisLease(
-            redis, settings.redis_prefix, "scheduler", holder, settings.scheduler_lease_ttl_s
-        )
-        if redis is not None
-        else SqlLease(db, "scheduler", holder, settings.scheduler_lease_ttl_s)
-    )
+
+    def lease(name: str) -> Lease:
+        if redis is not None:
+            return RedisLease(
+                redis, settings.redis_prefix, name, holder, settings.scheduler_lease_ttl_s
+            )
+        return SqlLease(db, name, holder, settings.scheduler_lease_ttl_s)
+
     scheduler = Scheduler(
         db,
         bus,
         nodes,
-        lease,
+        lease("scheduler"),
+        ProjectShares(),
         strategy=settings.scheduler_strategy,
         batch=settings.scheduler_batch,
         interval_s=settings.scheduler_interval_s,
@@ -123,5 +128,6 @@ def build_runtime(settings: Settings) -> Runtime:
         authenticator,
         nodes,
         scheduler,
+        MachineController(db, bus, settings, lease("machines")),
         NodeWakeups(bus),
     )

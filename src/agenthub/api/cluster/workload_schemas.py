@@ -53,6 +53,11 @@ class WorkloadCreate(BaseModel):
     network: bool = True
     ports: list[PortMapping] = Field(default_factory=list, max_length=64)
     volumes: list[VolumeMount] = Field(default_factory=list, max_length=64)
+    files: dict[str, str] = Field(
+        default_factory=dict,
+        description="Text files written into the workspace before the command starts: "
+        "relative path -> content (at most 1000 files, 10 MiB in total).",
+    )
     resources: Resources = Field(default_factory=Resources)
     pool: str = Field("default", max_length=64)
     node_selector: dict[str, str] = Field(
@@ -72,6 +77,9 @@ class WorkloadRead(BaseModel):
     name: str | None
     status: str
     error: str | None
+    pending_reason: str | None = Field(
+        description="Why a queued workload is not placed yet (null once placed)."
+    )
     node_id: str | None
     attempt: int
     restarts: int
@@ -82,6 +90,7 @@ class WorkloadRead(BaseModel):
     working_dir: str | None
     image: str | None
     network: bool
+    files: list[str] = Field(description="The paths of the files written into the workspace.")
     resources: Resources
     pool: str
     node_selector: dict[str, str]
@@ -131,6 +140,7 @@ def read(w: Any) -> WorkloadRead:
         name=w.name,
         status=w.status,
         error=w.error,
+        pending_reason=w.pending_reason,
         node_id=w.node_id,
         attempt=w.attempt,
         restarts=w.restarts,
@@ -141,6 +151,7 @@ def read(w: Any) -> WorkloadRead:
         working_dir=w.working_dir,
         image=w.image,
         network=w.network,
+        files=sorted(w.files or {}),
         resources=Resources(
             cpu_millicores=w.cpu_millicores, memory_mib=w.memory_mib, gpu_count=w.gpu_count
         ),

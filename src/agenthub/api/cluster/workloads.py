@@ -49,6 +49,7 @@ async def create_workload(
         network=body.network,
         ports=[p.model_dump() for p in body.ports],
         volumes=[v.model_dump() for v in body.volumes],
+        files=body.files,
         cpu_millicores=body.resources.cpu_millicores,
         memory_mib=body.resources.memory_mib,
         gpu_count=body.resources.gpu_count,

@@ -1,15 +1,21 @@
-"""Hub surface: ``GET /api/v1/health``."""
+"""Hub surface: ``GET /api/v1/health`` and ``GET /api/v1/hub/status``."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
-from agenthub.api.deps import RuntimeDep
+from agenthub import __version__
+from agenthub.api.deps import PrincipalDep, RuntimeDep
+from agenthub.api.metrics import HttpMetrics
 from agenthub.core.clock import isoformat_z, utcnow
+from agenthub.services import events
+from agenthub.services.runtime import Runtime
+from agenthub.services.system import hub
 from agenthub.services.system.health import (
     HEALTHY,
     NOT_CONFIGURED,
@@ -22,14 +28,30 @@ from agenthub.services.system.health import (
 router = APIRouter(prefix="/api/v1", tags=["hub"])
 
 
+async def _counts(runtime: Runtime) -> tuple[int, int, int] | None:
+    try:
+        async with events.unit_of_work(runtime.db, runtime.bus) as session:
+            return await hub.counts(session)
+    except Exception:  # the database is down: health says so, it does not fail
+        return None
+
+
 @router.get("/health")
 async def health(runtime: RuntimeDep) -> JSONResponse:
-    """Overall status and per-service status; 503 when a service the hub needs is down."""
+    """Overall status and per-service status; 503 when a service the hub needs is down.
+
+    ``proxmox`` is the node runtime: healthy while at least one node is ready to run work."""
     components, utilization = await asyncio.gather(
         check_components(runtime),
         asyncio.to_thread(host_utilization, str(runtime.settings.data_dir)),
     )
+    counted = await _counts(runtime) if components["database"].status == HEALTHY else None
+    machines, _, ready_nodes = counted or (0, 0, 0)
     status = overall(components)
+    if counted is None:
+        runtime_status = UNHEALTHY if components["database"].status != HEALTHY else NOT_CONFIGURED
+    else:
+        runtime_status = HEALTHY if ready_nodes else "degraded"
     body: dict[str, Any] = {
         "status": status,
         "services": {
@@ -37,13 +59,45 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
             "api": HEALTHY,
             "database": components["database"].status,
             "redis": components["redis"].status,
-            # The runtime backend (node agents) registers with the Gateway surface; until a
-            # node registry exists there is none to report on.
-            "proxmox": NOT_CONFIGURED,
+            "proxmox": runtime_status,
         },
-        "active_machines": 0,
+        "active_machines": machines,
+        "ready_nodes": ready_nodes,
         "resource_utilization": vars(utilization),
+        # Hub snapshots are not taken by this hub yet.
         "last_checkpoint": None,
         "timestamp": isoformat_z(utcnow()),
     }
     return JSONResponse(body, status_code=503 if status == UNHEALTHY else 200)
+
+
+@router.get("/hub/status")
+async def hub_status(
+    request: Request, principal: PrincipalDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """The hub's identity, uptime, load and the last hour of API traffic (of this replica)."""
+    components, utilization = await asyncio.gather(
+        check_components(runtime),
+        asyncio.to_thread(host_utilization, str(runtime.settings.data_dir)),
+    )
+    async with events.unit_of_work(runtime.db, runtime.bus) as session:
+        hub_uuid = await hub.hub_uuid(session)
+        machines, projects, ready_nodes = await hub.counts(session)
+    metrics: HttpMetrics = request.app.state.metrics
+    stats = metrics.recent.last_hour()
+    return {
+        "hub_uuid": hub_uuid,
+        "status": overall(components),
+        "uptime_hours": round((time.time() - runtime.started_at) / 3600, 4),
+        "version": __version__,
+        "last_checkpoint": None,
+        "active_machines": machines,
+        "active_projects": projects,
+        "ready_nodes": ready_nodes,
+        "resource_utilization": vars(utilization),
+        "api_stats": {
+            "requests_per_hour": stats.requests,
+            "average_response_time_ms": stats.average_ms,
+            "error_rate_percent": stats.error_rate_percent,
+        },
+    }

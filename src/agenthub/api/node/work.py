@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from agenthub.api.deps import RuntimeDep, SessionDep
 from agenthub.api.gateway.auth import MachineDep
-from agenthub.services.scheduling import logs, protocol
+from agenthub.services.scheduling import logs, protocol, tokens
 
 router = APIRouter(prefix="/api/v1/node", tags=["node"])
 
@@ -85,7 +85,8 @@ class ReportResponse(BaseModel):
 @router.post("/poll", response_model=PollResponse)
 async def poll(body: PollRequest, machine: MachineDep, runtime: RuntimeDep) -> PollResponse:
     """Long poll: reconcile the runs the agent lists, answer with assignments to start and
-    runs to stop — at once when there are some, else when one arrives or ``wait_s`` passes."""
+    runs to stop — at once when there are some, else when one arrives or ``wait_s`` passes.
+    Each assignment carries a fresh workload token in its env (``AGENTHUB_TOKEN``)."""
     result = await protocol.poll(
         runtime.db,
         runtime.bus,
@@ -96,6 +97,7 @@ async def poll(body: PollRequest, machine: MachineDep, runtime: RuntimeDep) -> P
         body.runtimes,
         [protocol.RunRef(r.workload_id, r.attempt) for r in body.running],
         body.wait_s,
+        mint_token=tokens.token_minter(runtime.settings.secret_key),
     )
     return PollResponse(assignments=result.assignments, cancel=[Cancel(**c) for c in result.cancel])
 

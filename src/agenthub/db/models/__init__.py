@@ -4,13 +4,14 @@ from agenthub.db.models.events import Event
 from agenthub.db.models.identity import ApiKey, RevokedToken, User
 from agenthub.db.models.nodes import MachineToken, Node, NodeHealthSample, NodeLease, Pool
 from agenthub.db.models.projects import Machine, Project, UsageEntry
-from agenthub.db.models.state import RateLimitCounter
+from agenthub.db.models.state import HubInfo, RateLimitCounter
 from agenthub.db.models.workloads import ControllerLease, Workload, WorkloadLog
 
 __all__ = [
     "ApiKey",
     "ControllerLease",
     "Event",
+    "HubInfo",
     "Machine",
     "MachineToken",
     "Node",

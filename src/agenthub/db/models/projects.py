@@ -64,7 +64,7 @@ class Machine(UUIDPrimaryKey, Timestamps, Base):
 
     # Hard limits of this machine, and what it was estimated to use.
     max_money: Mapped[float] = mapped_column(sa.Float)
-    max_time_minutes: Mapped[int] = mapped_column()
+    max_time_minutes: Mapped[float] = mapped_column(sa.Float)
     max_api_calls: Mapped[int] = mapped_column()
     estimated_money: Mapped[float] = mapped_column(sa.Float, default=0.0)
     estimated_time_minutes: Mapped[float] = mapped_column(sa.Float, default=0.0)

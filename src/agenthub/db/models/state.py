@@ -18,3 +18,12 @@ class RateLimitCounter(Base):
     window_start: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
     count: Mapped[int] = mapped_column(default=0)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class HubInfo(Base):
+    """Facts about this hub installation shared by its replicas (its uuid, ...)."""
+
+    __tablename__ = "hub_info"
+
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.String(255))

@@ -20,16 +20,18 @@ from agenthub.core.security import (
     hash_api_key,
     looks_like_api_key,
     looks_like_machine_token,
+    looks_like_workload_token,
     verify_password,
 )
 from agenthub.db.engine import Database
 from agenthub.db.models import ApiKey, User
 from agenthub.services.nodes.tokens import MachineTokenCache, resolve_machine_token
+from agenthub.services.scheduling.tokens import resolve_workload_token
 
 
 class Authenticator:
     """Resolves credentials: ``Bearer <api key>``, ``Bearer <machine token>``,
-    ``Bearer <access JWT>``, ``Basic <user:pw>``.
+    ``Bearer <workload token>``, ``Bearer <access JWT>``, ``Basic <user:pw>``.
 
     Returns ``None`` when no credentials were given; raises :class:`Unauthorized` for bad ones.
     """
@@ -57,6 +59,9 @@ class Authenticator:
                     return await self._api_key(credentials)
                 if looks_like_machine_token(credentials):
                     return await self._machine_token(credentials)
+                if looks_like_workload_token(credentials):
+                    # Not cached: a run that ended must lose its token at once.
+                    return await resolve_workload_token(self._db, self._secret_key, credentials)
                 return await self.access_token(credentials)
             case "basic" if credentials:
                 return await self._basic(credentials)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,9 @@ from agenthub.services.scheduling.spec import (
 MAX_WAIT_S = 30.0
 REPORTABLE = (STARTING, RUNNING, SUCCEEDED, FAILED, TERMINATED)
 _WAKE_TYPES = ("workload.scheduled", "workload.cancel_requested")
+# The env variable a run finds its workload token in (see services/scheduling/tokens.py).
+TOKEN_ENV = "AGENTHUB_TOKEN"  # noqa: S105 - a variable name, not a secret
+TokenMinter = Callable[[Workload], str]
 
 
 @dataclass(frozen=True)
@@ -80,14 +83,19 @@ class PollResult:
         return bool(self.assignments or self.cancel)
 
 
-def assignment(workload: Workload) -> dict[str, Any]:
-    """What a node agent needs to start a run of ``workload``."""
+def assignment(workload: Workload, *, token: str | None = None) -> dict[str, Any]:
+    """What a node agent needs to start a run of ``workload``; ``token``, when given, is put
+    in its env as ``AGENTHUB_TOKEN`` (over any value the spec set: the hub owns that name)."""
+    env = dict(workload.env)
+    if token is not None:
+        env[TOKEN_ENV] = token
     return {
         "workload_id": str(workload.id),
         "attempt": workload.attempt,
         "runtime": workload.runtime,
         "command": list(workload.command),
-        "env": dict(workload.env),
+        "env": env,
+        "files": dict(workload.files),
         "workspace": workload.workspace,
         "working_dir": workload.working_dir,
         "image": workload.image,
@@ -130,8 +138,11 @@ async def sync(
     machine_id: str,
     runtimes: list[str],
     running: list[RunRef],
+    mint_token: TokenMinter | None = None,
 ) -> PollResult:
-    """Reconcile what the agent runs with what the hub placed on its node."""
+    """Reconcile what the agent runs with what the hub placed on its node.
+
+    ``mint_token`` makes each assignment's workload token (never stored: minted per answer)."""
     node = await live_node(session, states, principal, machine_id)
     known = sorted({r for r in runtimes if r in RUNTIMES})
     if known != sorted(node.runtimes or []):
@@ -148,7 +159,8 @@ async def sync(
                 reason = workload.cancel_reason or "cancelled"
                 result.cancel.append(_cancel(workload.id, workload.attempt, reason))
         elif workload.status == SCHEDULED:
-            result.assignments.append(assignment(workload))
+            token = mint_token(workload) if mint_token is not None else None
+            result.assignments.append(assignment(workload, token=token))
         else:
             # Started here, but the agent no longer has it: it restarted, or the run died
             # with it. The restart policy decides whether it runs again.
@@ -214,6 +226,7 @@ async def poll(
     runtimes: list[str],
     running: list[RunRef],
     wait_s: float,
+    mint_token: TokenMinter | None = None,
 ) -> PollResult:
     """Answer at once when there is work or a cancel; else wait up to ``wait_s`` for one.
 
@@ -221,7 +234,9 @@ async def poll(
     # Waiting before the first look, so an assignment committed in between still wakes us.
     async with wakeups.waiting(machine_id) as woken:
         async with events.unit_of_work(db, bus) as session:
-            result = await sync(session, states, principal, machine_id, runtimes, running)
+            result = await sync(
+                session, states, principal, machine_id, runtimes, running, mint_token
+            )
         if result or wait_s <= 0:
             return result
         with contextlib.suppress(TimeoutError):
@@ -229,7 +244,7 @@ async def poll(
         if not woken.is_set():
             return result
         async with events.unit_of_work(db, bus) as session:
-            return await sync(session, states, principal, machine_id, runtimes, running)
+            return await sync(session, states, principal, machine_id, runtimes, running, mint_token)
 
 
 async def report(

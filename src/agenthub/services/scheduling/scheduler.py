@@ -5,7 +5,9 @@ nodes and what each project already runs, plans placements in memory
 (:mod:`~agenthub.services.scheduling.placement`), then writes them node by node. Each node's
 write is conditional — the workloads must still be queued and the node must still have the
 capacity — so two passes racing (two replicas for a moment, or an old leader that has not
-noticed it lost its lease) never overbook a node or place a workload twice.
+noticed it lost its lease) never overbook a node or place a workload twice. What the pass
+looked at and could not place gets a ``pending_reason`` (once per stay in the queue: a stuck
+queue is not rewritten on every pass); placing it clears that in the same write.
 
 :class:`Scheduler` is the controller: it runs a pass whenever something that can change the
 answer happens (a workload queued or finished, a node ready or changed), and every
@@ -25,6 +27,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
 from agenthub.core.clock import utcnow
 from agenthub.core.events import EventBus, EventDict
@@ -58,6 +61,10 @@ WAKE_EVENTS = frozenset(
     }
 )
 
+# Ids per statement when a pass writes pending reasons (bound parameters stay well below the
+# limits of SQLite and asyncpg).
+EXPLAIN_CHUNK = 500
+
 
 class ShareSource(Protocol):
     async def greediness(
@@ -79,6 +86,7 @@ class DefaultShares:
 class PassResult:
     placed: int = 0
     queued: int = 0  # queued workloads this pass looked at
+    explained: int = 0  # queued workloads given a pending_reason by this pass
     conflicts: int = 0  # nodes whose conditional write lost a race
     truncated: bool = False  # some project had more queued than one pass reads
 
@@ -87,7 +95,11 @@ def _project_key(project_id: uuid.UUID | None) -> str | None:
     return str(project_id) if project_id is not None else None
 
 
-async def _read_queues(session: AsyncSession, batch: int) -> dict[str | None, list[Request]]:
+async def _read_queues(
+    session: AsyncSession, batch: int, explained: set[uuid.UUID] | None = None
+) -> dict[str | None, list[Request]]:
+    """Each project's queue, in the order it is served; adds to ``explained`` the ids that
+    already carry a ``pending_reason``."""
     projects = (
         await session.execute(
             sa.select(Workload.project_id).where(Workload.status == QUEUED).distinct()
@@ -104,6 +116,7 @@ async def _read_queues(session: AsyncSession, batch: int) -> dict[str | None, li
         Workload.runtime,
         Workload.node_selector,
         Workload.tolerations,
+        Workload.pending_reason,
     )
     queues: dict[str | None, list[Request]] = {}
     for project_id in list(projects):
@@ -112,12 +125,16 @@ async def _read_queues(session: AsyncSession, batch: int) -> dict[str | None, li
             if project_id is None
             else Workload.project_id == project_id
         )
-        rows = await session.execute(
-            sa.select(*columns)
-            .where(Workload.status == QUEUED, match)
-            .order_by(Workload.priority.desc(), Workload.queued_at, Workload.id)
-            .limit(batch)
-        )
+        rows = (
+            await session.execute(
+                sa.select(*columns)
+                .where(Workload.status == QUEUED, match)
+                .order_by(Workload.priority.desc(), Workload.queued_at, Workload.id)
+                .limit(batch)
+            )
+        ).all()
+        if explained is not None:
+            explained.update(row.id for row in rows if row.pending_reason is not None)
         queues[_project_key(project_id)] = [
             Request(
                 id=row.id,
@@ -228,7 +245,13 @@ async def _write_node(
             # otherwise pick the (status, project_id) index over the primary key once the IN
             # list is long, and scan the whole queue for every node. PostgreSQL is unaffected.
             .where(Workload.id.in_([r.id for r in requests]), Workload.status.concat("") == QUEUED)
-            .values(status=SCHEDULED, node_id=node_id, scheduled_at=now, updated_at=now)
+            .values(
+                status=SCHEDULED,
+                node_id=node_id,
+                scheduled_at=now,
+                updated_at=now,
+                pending_reason=None,
+            )
             .returning(*_PLACED_COLUMNS)
             .execution_options(synchronize_session=False)
         )
@@ -252,6 +275,65 @@ async def _write_node(
     return placed
 
 
+def _text(value: QueryableAttribute[int] | str) -> sa.ColumnElement[str]:
+    if isinstance(value, str):
+        return sa.literal(value, sa.String)
+    return sa.cast(value, sa.String)
+
+
+def _pending_reason(ready_pools: set[str]) -> sa.ColumnElement[str]:
+    """The reason, as an expression over each row (one statement words it per workload)."""
+    pool = _text("'") + Workload.pool_name + _text("'")
+    no_node = (
+        _text("waiting for a node: pool ")
+        + pool
+        + _text(" has no ready node (none registered, in maintenance, or keepalive lapsed)")
+    )
+    if not ready_pools:
+        return no_node
+    gpus = sa.case(
+        (Workload.gpu_count > 0, _text(" / ") + _text(Workload.gpu_count) + _text(" GPU")),
+        else_=_text(""),
+    )
+    no_room = (
+        _text("waiting for capacity: no ready node in pool ")
+        + pool
+        + _text(" has ")
+        + _text(Workload.cpu_millicores)
+        + _text("m CPU / ")
+        + _text(Workload.memory_mib)
+        + _text(" MiB")
+        + gpus
+        + _text(" free and fits its runtime '")
+        + Workload.runtime
+        + _text("', node selector and tolerations")
+    )
+    return sa.case((Workload.pool_name.in_(sorted(ready_pools)), no_room), else_=no_node)
+
+
+async def _explain(
+    session: AsyncSession, ids: list[uuid.UUID], ready_pools: set[str], now: Any
+) -> int:
+    """Give the still-queued ``ids`` without a reason the reason they wait: one UPDATE (in
+    chunks of :data:`EXPLAIN_CHUNK` ids)."""
+    reason = _pending_reason(ready_pools)
+    explained = 0
+    for start in range(0, len(ids), EXPLAIN_CHUNK):
+        done = await session.execute(
+            sa.update(Workload)
+            .where(
+                Workload.id.in_(ids[start : start + EXPLAIN_CHUNK]),
+                # As in _write_node: keep SQLite on the primary key.
+                Workload.status.concat("") == QUEUED,
+                Workload.pending_reason.is_(None),
+            )
+            .values(pending_reason=reason, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        explained += getattr(done, "rowcount", 0) or 0
+    return explained
+
+
 async def schedule_pass(
     db: Database,
     bus: EventBus,
@@ -264,14 +346,19 @@ async def schedule_pass(
     """Place what fits now; one transaction, events published after it commits."""
     result = PassResult()
     async with events.unit_of_work(db, bus) as session:
-        queues = await _read_queues(session, batch)
+        explained: set[uuid.UUID] = set()
+        queues = await _read_queues(session, batch, explained)
         result.queued = sum(len(q) for q in queues.values())
         result.truncated = any(len(q) >= batch for q in queues.values())
         if not result.queued:
             return result
         slots = await _read_nodes(session, states)
         if not slots:
+            waiting = [r.id for q in queues.values() for r in q if r.id not in explained]
+            if waiting:
+                result.explained = await _explain(session, waiting, set(), utcnow())
             return result
+        ready_pools = {slot.pool for slot in slots}
         usage = await _project_usage(session)
         greediness = await shares.greediness(session, list(queues))
         placements = plan(Placer(slots, strategy), queues, greediness, usage)
@@ -304,6 +391,12 @@ async def schedule_pass(
                 )
                 for row in rows
             )
+        if len(placements) < result.queued:
+            # Planned (placed, or lost to a race and worth a fresh look) or already explained.
+            skip = explained | {request.id for request, _ in placements}
+            waiting = [r.id for q in queues.values() for r in q if r.id not in skip]
+            if waiting:
+                result.explained = await _explain(session, waiting, ready_pools, now)
         await events.record_many(session, scheduled)
     return result
 

@@ -33,6 +33,10 @@ MAX_MEMORY_MIB = 16 * 1024 * 1024
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 MAX_COMMAND_ARGS = 4096
 MAX_ENV = 512
+MAX_FILES = 1000
+MAX_FILES_BYTES = 10 * 1024 * 1024  # total UTF-8 content of a workload's files
+MAX_FILE_PATH = 4096
+MAX_FILE_NAME = 255  # bytes per path component (NAME_MAX)
 
 _WORKSPACE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -52,6 +56,8 @@ class WorkloadSpec:
     network: bool = True
     ports: list[dict[str, Any]] = field(default_factory=list)
     volumes: list[dict[str, Any]] = field(default_factory=list)
+    # Text files (relative path -> content) written into the workspace before the command runs.
+    files: dict[str, str] = field(default_factory=dict)
     cpu_millicores: int = 1000
     memory_mib: int = 512
     gpu_count: int = 0
@@ -91,6 +97,7 @@ class WorkloadSpec:
             parts = self.working_dir.split("/")
             if self.working_dir.startswith("/") or ".." in parts or "\x00" in self.working_dir:
                 raise ValidationFailed("working_dir must be a relative path inside the workspace")
+        _check_files(self.files)
         if not 1 <= self.cpu_millicores <= MAX_CPU_MILLICORES:
             raise ValidationFailed(f"cpu_millicores must be between 1 and {MAX_CPU_MILLICORES}")
         if not 1 <= self.memory_mib <= MAX_MEMORY_MIB:
@@ -119,6 +126,66 @@ def _check_command(command: list[str]) -> None:
         raise ValidationFailed(f"command has more than {MAX_COMMAND_ARGS} arguments")
     if any("\x00" in arg for arg in command):
         raise ValidationFailed("command arguments must not contain NUL bytes")
+
+
+def _check_files(files: dict[str, str]) -> None:
+    if len(files) > MAX_FILES:
+        raise ValidationFailed(f"files has {len(files)} entries; at most {MAX_FILES} are allowed")
+    total = 0
+    parents: set[str] = set()
+    for path, content in files.items():
+        _check_file_path(path)
+        if not isinstance(content, str):
+            raise ValidationFailed(f"files[{path!r}] must be text (a string)")
+        if "\x00" in content:
+            raise ValidationFailed(
+                f"files[{path!r}] contains a NUL byte; only text files are allowed"
+            )
+        try:
+            total += len(content.encode())
+        except UnicodeEncodeError as err:
+            raise ValidationFailed(
+                f"files[{path!r}] is not valid UTF-8 text: {err.reason}"
+            ) from err
+        parts = path.split("/")
+        parents.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    if total > MAX_FILES_BYTES:
+        raise ValidationFailed(
+            f"files hold {total} bytes in total; at most {MAX_FILES_BYTES} (10 MiB) are allowed"
+        )
+    clash = sorted(parents.intersection(files))
+    if clash:
+        raise ValidationFailed(
+            f"files: {clash[0]!r} is both a file and the directory of another file"
+        )
+
+
+def _check_file_path(path: object) -> None:
+    if not isinstance(path, str) or not path:
+        raise ValidationFailed("files: a path must be a non-empty string")
+    if len(path) > MAX_FILE_PATH:
+        raise ValidationFailed(
+            f"files: path {path[:64]!r}... is longer than {MAX_FILE_PATH} characters"
+        )
+    if "\x00" in path:
+        raise ValidationFailed(f"files: path {path!r} contains a NUL byte")
+    try:
+        path.encode()
+    except UnicodeEncodeError as err:
+        raise ValidationFailed(f"files: path {path!r} is not valid UTF-8: {err.reason}") from err
+    if path.startswith("/"):
+        raise ValidationFailed(
+            f"files: path {path!r} must be relative to the workspace (no leading '/')"
+        )
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        raise ValidationFailed(
+            f"files: path {path!r} must name a file inside the workspace: "
+            "no '..', '.' or empty components"
+        )
+    if any(len(part.encode()) > MAX_FILE_NAME for part in path.split("/")):
+        raise ValidationFailed(
+            f"files: path {path!r} has a component longer than {MAX_FILE_NAME} bytes"
+        )
 
 
 def _check_toleration(raw: dict[str, str]) -> dict[str, str]:

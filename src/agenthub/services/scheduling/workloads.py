@@ -80,13 +80,21 @@ def can_see(principal: Principal, workload: Workload) -> bool:
 
 
 async def create_workload(
-    session: AsyncSession, settings: Settings, principal: Principal, spec: WorkloadSpec
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    spec: WorkloadSpec,
+    *,
+    scope_checked: bool = False,
 ) -> Workload:
-    """Queue a new workload; the scheduler places it (an event wakes it after the commit)."""
+    """Queue a new workload; the scheduler places it (an event wakes it after the commit).
+
+    ``scope_checked``: the calling service has already checked that ``principal`` may act in
+    ``spec.project_id``/``spec.tenant_id`` (a Hub machine in a project the caller can see)."""
     spec.validated()
     if not await pool_exists(session, settings, spec.pool_name):
         raise ValidationFailed(f"Unknown pool {spec.pool_name!r}.", code="invalid_pool")
-    if not principal.is_admin:
+    if not principal.is_admin and not scope_checked:
         # A bind mount of a host path gives a container the node's files: admins only.
         if any(str(v.get("source", "")).startswith("/") for v in spec.volumes):
             raise Forbidden(
@@ -127,6 +135,7 @@ async def create_workload(
         network=spec.network,
         ports=spec.ports,
         volumes=spec.volumes,
+        files=dict(spec.files),
         status=QUEUED,
         queued_at=now,
         created_at=now,
@@ -191,12 +200,18 @@ async def cancel_workload(
     """Stop a workload. Not yet started: terminated at once. On a node: the node agent is told
     (its long poll wakes), stops the process tree and reports ``terminated``."""
     workload = await get_workload(session, principal, workload_id)
-    reason = reason or f"cancelled by {principal.name}"
     if workload.status in FINISHED:
         raise Conflict(
             f"Workload {workload_id} has already finished ({workload.status}).",
             code="workload_finished",
         )
+    return await request_cancel(session, workload, reason or f"cancelled by {principal.name}")
+
+
+async def request_cancel(session: AsyncSession, workload: Workload, reason: str) -> Workload:
+    """Stop ``workload`` for a service that has checked who asks (a finished one is left)."""
+    if workload.status in FINISHED:
+        return workload
     if workload.status in (QUEUED, SCHEDULED):
         await finish(session, workload, TERMINATED, error=reason, restart=False)
         return workload
@@ -251,6 +266,7 @@ async def finish(
     workload.status = status
     workload.exit_code = exit_code
     workload.error = error
+    workload.pending_reason = None  # not waiting any more
     workload.finished_at = utcnow()
     await session.flush()
     await record(session, workload, f"workload.{status}", exit_code=exit_code, error=error)
@@ -270,6 +286,7 @@ async def requeue(session: AsyncSession, workload: Workload, *, reason: str) -> 
     workload.cancel_requested_at = None
     workload.cancel_reason = None
     workload.requeue_on_stop = False
+    workload.pending_reason = None  # the next pass says why it waits, if it does
     workload.queued_at = utcnow()
     workload.scheduled_at = workload.started_at = workload.finished_at = None
     await session.flush()

@@ -21,6 +21,12 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_table(
+        "hub_info",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.String(length=255), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_hub_info")),
+    )
+    op.create_table(
         "projects",
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
@@ -59,7 +65,7 @@ def upgrade() -> None:
         sa.Column("created_by", sa.String(length=64), nullable=True),
         sa.Column("checkpoint_id", sa.Uuid(), nullable=True),
         sa.Column("max_money", sa.Float(), nullable=False),
-        sa.Column("max_time_minutes", sa.Integer(), nullable=False),
+        sa.Column("max_time_minutes", sa.Float(), nullable=False),
         sa.Column("max_api_calls", sa.Integer(), nullable=False),
         sa.Column("estimated_money", sa.Float(), nullable=False),
         sa.Column("estimated_time_minutes", sa.Float(), nullable=False),
@@ -179,3 +185,4 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_projects_name"))
 
     op.drop_table("projects")
+    op.drop_table("hub_info")
