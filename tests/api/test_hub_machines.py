@@ -4,9 +4,11 @@ a shell machine end to end, limits and budgets, terminate, machine tokens, scope
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -487,3 +489,147 @@ async def test_hub_status_health_overview_and_analytics(admin: httpx.AsyncClient
         "VALIDATION_ERROR",
     )
     await admin.post(f"/api/v1/machines/{running}/terminate", json={})
+
+
+def blob_count(up: UpProcess) -> int:
+    root = up.data_dir / "blobs"
+    return sum(1 for p in root.rglob("*") if p.is_file() and p.relative_to(root).parts[0] != "tmp")
+
+
+async def wait_checkpoint(
+    c: httpx.AsyncClient, checkpoint: str, within: float = 30.0
+) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        data = (await c.get(f"/api/v1/checkpoints/{checkpoint}")).json()
+        if data["status"] in ("ready", "failed"):
+            return dict(data)
+        assert asyncio.get_running_loop().time() < deadline, data
+        await asyncio.sleep(0.1)
+
+
+async def settled_checkpoint(c: httpx.AsyncClient, machine: str) -> dict[str, Any]:
+    for _ in range(300):
+        data = (await c.get(f"/api/v1/machines/{machine}")).json()
+        if data["last_checkpoint"]:
+            return await wait_checkpoint(c, data["last_checkpoint"])
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"machine {machine} got no checkpoint")
+
+
+async def test_checkpoints_snapshot_fork_and_diff(up: UpProcess, admin: httpx.AsyncClient) -> None:
+    created = await new_project(admin, "forks")
+    project = created["uuid"]
+    initial = created["initial_checkpoint"]
+    assert initial
+    first = (await admin.get(f"/api/v1/checkpoints/{initial}")).json()
+    assert first["type"] == "initial"
+    assert first["file_manifest"] == {}
+    assert (await admin.get(f"/api/v1/projects/{project}")).json()["current_checkpoint"] == initial
+
+    script = (
+        "printf 'alpha\\n' > a.txt; chmod 755 a.txt; mkdir -p d; printf 'beta\\n' > d/b.txt; "
+        "ln -s /etc/passwd link; mkdir __pycache__; echo junk > __pycache__/x.pyc; echo wrote"
+    )
+    r = await spawn(admin, project, script)
+    machine = r.json()["machine_uuid"]
+    assert (await wait_machine(admin, machine, ENDED))["status"] == "completed"
+    snap = await settled_checkpoint(admin, machine)
+    assert snap["status"] == "ready", snap
+    assert snap["type"] == "automatic"
+    assert snap["metadata"]["trigger"] == "machine_completed"
+    assert snap["created_by_machine"] == machine
+    assert snap["parent_checkpoint"] == initial
+    manifest = snap["file_manifest"]
+    assert manifest["a.txt"]["sha256"] == hashlib.sha256(b"alpha\n").hexdigest()
+    assert manifest["a.txt"]["mode"] & 0o777 == 0o755
+    assert manifest["d/b.txt"]["size"] == 5
+    assert manifest["link"]["type"] == "symlink"
+    assert manifest["link"]["target"] == "/etc/passwd"
+    assert not any(p.startswith("__pycache__") for p in manifest)
+    assert snap["file_count"] == 2
+    assert snap["size_bytes"] == 11
+    machine_now = (await admin.get(f"/api/v1/machines/{machine}")).json()
+    assert machine_now["checkpoints_created"] == 1
+    assert (await admin.get(f"/api/v1/projects/{project}")).json()["current_checkpoint"] == snap[
+        "uuid"
+    ]
+
+    # A fork starts from exactly that workspace, plus its own file modifications.
+    blobs_before = blob_count(up)
+    fork = await admin.post(
+        f"/api/v1/checkpoints/{snap['uuid']}/spawn",
+        json={
+            "machine_type": "shell",
+            "prompt": "cat a.txt d/b.txt extra.txt; readlink link; printf 'changed\\n' > a.txt; "
+            "rm d/b.txt",
+            "file_modifications": {"extra.txt": "extra\n"},
+        },
+    )
+    assert fork.status_code == 201, fork.text
+    assert fork.json()["parent_checkpoint"] == snap["uuid"]
+    forked = fork.json()["machine_uuid"]
+    assert (await wait_machine(admin, forked, ENDED))["status"] == "completed"
+    logs = (await admin.get(f"/api/v1/machines/{forked}/logs")).json()["logs"]
+    assert logs == "alpha\nbeta\nextra\n/etc/passwd\n"
+    second = await settled_checkpoint(admin, forked)
+    assert second["parent_checkpoint"] == snap["uuid"]
+    # Two new contents (a.txt changed, extra.txt) and one new manifest: nothing else uploaded.
+    assert blob_count(up) - blobs_before == 3
+
+    diff = (await admin.get(f"/api/v1/checkpoints/{snap['uuid']}/diff/{second['uuid']}")).json()
+    assert diff["files_added"] == ["extra.txt"]
+    assert diff["files_modified"] == ["a.txt"]
+    assert diff["files_deleted"] == ["d/b.txt"]
+    assert diff["total_changes"] == 3
+    assert diff["summary"] == "1 file added, 1 file modified, 1 file deleted."
+
+    listed = (await admin.get(f"/api/v1/projects/{project}/checkpoints")).json()
+    assert listed["total_count"] == 3
+    assert [c["type"] for c in listed["checkpoints"]] == ["automatic", "automatic", "initial"]
+    only = (
+        await admin.get(f"/api/v1/projects/{project}/checkpoints", params={"type": "initial"})
+    ).json()
+    assert [c["uuid"] for c in only["checkpoints"]] == [initial]
+    hub_error(await admin.get(f"/api/v1/checkpoints/{uuid.uuid4()}"), 404, "NOT_FOUND")
+    hub_error(
+        await admin.get(f"/api/v1/projects/{project}/checkpoints", params={"type": "bogus"}),
+        400,
+        "VALIDATION_ERROR",
+    )
+
+
+async def test_manual_and_terminate_checkpoints(admin: httpx.AsyncClient) -> None:
+    project = (await new_project(admin, "manual"))["uuid"]
+    r = await spawn(admin, project, "echo one > one.txt; echo ready; sleep 60")
+    machine = r.json()["machine_uuid"]
+    await wait_machine(admin, machine, {"working"})
+    for _ in range(100):
+        if "ready" in (await admin.get(f"/api/v1/machines/{machine}/logs")).json()["logs"]:
+            break
+        await asyncio.sleep(0.1)
+    taken = await admin.post(
+        f"/api/v1/machines/{machine}/checkpoint",
+        json={"context": "before-refactor", "description": "halfway"},
+    )
+    assert taken.status_code == 201, taken.text
+    body = taken.json()
+    assert body["status"] == "ready"
+    assert body["size_mb"] > 0
+    manual = (await admin.get(f"/api/v1/checkpoints/{body['checkpoint_uuid']}")).json()
+    assert manual["type"] == "manual"
+    assert manual["metadata"] == {"trigger": "manual", "machine_context": "before-refactor"}
+    assert set(manual["file_manifest"]) == {"one.txt"}
+
+    stopped = await admin.post(
+        f"/api/v1/machines/{machine}/terminate", json={"reason": "done", "create_checkpoint": True}
+    )
+    final = stopped.json()["final_checkpoint"]
+    assert final
+    done = await wait_checkpoint(admin, final)
+    assert done["status"] == "ready", done
+    assert done["type"] == "terminate"
+    assert done["metadata"]["trigger"] == "terminated"
+    assert done["parent_checkpoint"] == manual["uuid"]
+    # A machine that is not working is not checkpointed on request.
+    hub_error(await admin.post(f"/api/v1/machines/{machine}/checkpoint", json={}), 409, "CONFLICT")

@@ -21,14 +21,14 @@ async def test_create_read_update_a_project(admin: httpx.AsyncClient) -> None:
     assert set(created) >= {"uuid", "name", "greediness", "initial_checkpoint", "created_at"}
     assert created["name"] == "alpha"
     assert created["greediness"] == 0.8
-    assert created["initial_checkpoint"] is None
+    assert uuid.UUID(created["initial_checkpoint"])
     assert created["created_at"].endswith("Z")
     project = (await admin.get(f"/api/v1/projects/{created['uuid']}")).json()
     assert project["description"] == "first"
     assert project["status"] == "active"
-    assert project["current_checkpoint"] is None
+    assert project["current_checkpoint"] == created["initial_checkpoint"]
     assert project["active_machines"] == 0
-    assert project["total_checkpoints"] == 0
+    assert project["total_checkpoints"] == 1
     today = project["resource_usage_today"]
     assert set(today) == {"money", "time", "api_calls"}
     for amounts in today.values():

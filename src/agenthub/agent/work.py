@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from agenthub.agent.checkpoints import Snapshots
 from agenthub.agent.reporter import FINAL_STATUSES, MACHINE_NOT_FOUND_WAIT_S, Key, Reporter
 from agenthub.agent.retry import Backoff
 from agenthub.agent.runtimes.base import Runtime
@@ -78,6 +79,7 @@ class WorkLoop:
         self.reporter = Reporter(
             client, machine_id, on_cancel=self._cancel_all, on_delivered=self._delivered
         )
+        self.snapshots = Snapshots(client, machine_id, work_dir)
         self._workloads: dict[Key, Workload] = {}
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._finished: OrderedDict[Key, None] = OrderedDict()
@@ -161,6 +163,10 @@ class WorkLoop:
             backoff.reset()
             # Cancels first: a stop must not wait behind the start of new work.
             self._cancel_all(answer["cancel"])
+            for item in answer.get("snapshots", []):
+                checkpoint, workspace = item.get("checkpoint_id"), item.get("workspace")
+                if isinstance(checkpoint, str) and isinstance(workspace, str):
+                    self.snapshots.take(checkpoint, workspace)
             accepted = [a for a in answer["assignments"] if self._accept(a)]
             # New work came: poll again at once (the next answer has no reason to be immediate,
             # since it lists what we accepted), so back-to-back submissions start without delay.
@@ -181,6 +187,7 @@ class WorkLoop:
             work_dir=self.work_dir,
             reporter=self.reporter,
             hub_url=self.hub_url,
+            prepare=self.snapshots.materialize,
             usage_interval_s=self._usage_interval_s,
             stop_grace_s=self._stop_grace_s,
         )
@@ -222,6 +229,7 @@ class WorkLoop:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._poller
             await self._stop_workloads()
+            await self.snapshots.close()
             await self._flush(report_budget_s)
         finally:
             await self._client.aclose()

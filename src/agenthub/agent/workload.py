@@ -14,8 +14,11 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+import httpx
 
 from agenthub.agent.reporter import Key, Reporter
 from agenthub.agent.runtimes.base import (
@@ -27,6 +30,8 @@ from agenthub.agent.runtimes.base import (
     RuntimeUnavailable,
     Usage,
 )
+from agenthub.agent.snapshot import BlobError
+from agenthub.client.gateway import GatewayError
 
 logger = logging.getLogger("agenthub.agent")
 
@@ -50,6 +55,10 @@ def _keep(task: asyncio.Task[None]) -> None:
     if not task.done():
         _abandoned.add(task)
         task.add_done_callback(_abandoned.discard)
+
+
+# Fills an empty workspace from a checkpoint manifest (the node's blob cache, the hub's blobs).
+Prepare = Callable[[Path, str], Awaitable[int]]
 
 
 class AssignmentError(ValueError):
@@ -253,6 +262,7 @@ class Workload:
         work_dir: Path,
         reporter: Reporter,
         hub_url: str | None = None,
+        prepare: Prepare | None = None,
         usage_interval_s: float = USAGE_INTERVAL_S,
         stop_grace_s: float = STOP_GRACE_S,
     ) -> None:
@@ -265,6 +275,7 @@ class Workload:
         self._work_dir = work_dir
         self._reporter = reporter
         self._hub_url = hub_url
+        self._prepare = prepare
         self._usage_interval_s = usage_interval_s
         self._stop_grace_s = stop_grace_s
         self._cancelled = asyncio.Event()
@@ -310,6 +321,18 @@ class Workload:
                 workspace.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise AssignmentError(f"cannot create workspace {workspace}: {err}") from err
+            manifest = self.assignment.get("workspace_manifest")
+            if manifest:
+                # A first run starts from its checkpoint; a restart keeps what the run left.
+                if self._prepare is None:
+                    raise AssignmentError("this node cannot start a workspace from a checkpoint")
+                if not any(workspace.iterdir()):
+                    try:
+                        await self._prepare(workspace, str(manifest))
+                    except (OSError, ValueError, BlobError, GatewayError, httpx.HTTPError) as err:
+                        raise AssignmentError(
+                            f"cannot restore the workspace from its checkpoint: {err}"
+                        ) from err
             if files:
                 # Before the runtime starts: the sandbox hands the workspace (these files
                 # included) to the workload's uid as it starts it.

@@ -23,12 +23,14 @@ from agenthub.api.cluster import machine_tokens as cluster_machine_tokens
 from agenthub.api.cluster import nodes as cluster_nodes
 from agenthub.api.cluster import workloads as cluster_workloads
 from agenthub.api.gateway import machines as gateway_machines
+from agenthub.api.hub import checkpoints as hub_checkpoints
 from agenthub.api.hub import health as hub_health
 from agenthub.api.hub import machines as hub_machines
 from agenthub.api.hub import projects as hub_projects
 from agenthub.api.hub import resources as hub_resources
 from agenthub.api.metrics import HttpMetrics
 from agenthub.api.middleware import HubMiddleware, error_context
+from agenthub.api.node import checkpoints as node_checkpoints
 from agenthub.api.node import work as node_work
 from agenthub.api.orchestration import ws as orchestration_ws
 from agenthub.api.surfaces import render_error
@@ -117,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(hub_projects.router)
     app.include_router(hub_machines.router)
     app.include_router(hub_resources.router)
+    app.include_router(hub_checkpoints.router)
     app.include_router(orchestration_ws.router)
     app.include_router(cluster_auth.router)
     app.include_router(cluster_health.router)
@@ -126,6 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(cluster_machine_tokens.router)
     app.include_router(cluster_workloads.router)
     app.include_router(node_work.router)
+    app.include_router(node_checkpoints.router)
     return app
 
 

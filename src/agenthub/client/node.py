@@ -8,10 +8,12 @@ and its subclasses; transport failures are left as ``httpx`` errors.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 
-from agenthub.client.gateway import GatewayError, MachineTokenClient
+from agenthub.client.gateway import GatewayError, MachineTokenClient, error_from
 
 __all__ = ["MAX_POLL_WAIT_S", "NodeClient"]
 
@@ -19,6 +21,8 @@ _PREFIX = "/api/v1/node"
 MAX_POLL_WAIT_S = 30.0
 # A parked poll may legitimately take wait_s; this much more is what a slow answer may add.
 _POLL_TIMEOUT_MARGIN_S = 10.0
+_CHUNK = 1024 * 1024
+_TRANSFER_TIMEOUT_S = 300.0
 
 
 class NodeClient(MachineTokenClient):
@@ -52,6 +56,7 @@ class NodeClient(MachineTokenClient):
         return {
             "assignments": _objects(data, "assignments"),
             "cancel": _objects(data, "cancel"),
+            "snapshots": _objects(data, "snapshots"),
         }
 
     async def report(
@@ -67,6 +72,63 @@ class NodeClient(MachineTokenClient):
         body = {"machine_id": machine_id, "updates": updates, "logs": logs}
         data = await self._call_object("POST", "/report", json=body)
         return {"cancel": _objects(data, "cancel")}
+
+    async def missing_blobs(self, machine_id: str, digests: Iterable[str]) -> list[str]:
+        """``POST /blobs/missing``: which of these blobs the hub lacks."""
+        body = {"machine_id": machine_id, "digests": sorted(set(digests))}
+        data = await self._call_object("POST", "/blobs/missing", json=body)
+        missing = data.get("missing")
+        if not isinstance(missing, list) or not all(isinstance(d, str) for d in missing):
+            raise GatewayError(200, "invalid_response", "expected a list of digests")
+        return missing
+
+    async def put_blob(self, machine_id: str, digest: str, path: Path) -> None:
+        """``PUT /blobs/{digest}``: upload one file, streamed from disk."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with path.open("rb") as f:
+                while chunk := await asyncio.to_thread(f.read, _CHUNK):
+                    yield chunk
+
+        await self._call(
+            "PUT",
+            f"/blobs/{digest}",
+            params={"machine_id": machine_id},
+            content=chunks(),
+            timeout=_TRANSFER_TIMEOUT_S,
+        )
+
+    async def get_blob(self, machine_id: str, digest: str, into: Path) -> None:
+        """``GET /blobs/{digest}``: download one blob into ``into`` (written whole or not at
+        all: a temporary name renamed at the end)."""
+        partial = into.with_name(f".{into.name}.partial")
+        async with self._http.stream(
+            "GET",
+            f"{self.prefix}/blobs/{digest}",
+            params={"machine_id": machine_id},
+            timeout=_TRANSFER_TIMEOUT_S,
+        ) as response:
+            if not response.is_success:
+                await response.aread()
+                raise error_from(response)
+            with partial.open("wb") as f:
+                async for chunk in response.aiter_bytes(_CHUNK):
+                    await asyncio.to_thread(f.write, chunk)
+        partial.replace(into)
+
+    async def commit_checkpoint(
+        self,
+        machine_id: str,
+        checkpoint_id: str,
+        manifest: dict[str, Any] | None,
+        error: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /checkpoints/{id}``: the manifest of a snapshot (blobs uploaded), or why
+        there is none."""
+        body = {"machine_id": machine_id, "manifest": manifest, "error": error}
+        return await self._call_object(
+            "POST", f"/checkpoints/{checkpoint_id}", json=body, timeout=_TRANSFER_TIMEOUT_S
+        )
 
 
 def _objects(data: dict[str, Any], key: str) -> list[dict[str, Any]]:

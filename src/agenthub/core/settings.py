@@ -231,6 +231,35 @@ class Settings(BaseSettings):
         description="The node kills a machine this long after its time limit if the hub "
         "has not stopped it by then (the hub stops it at the limit).",
     )
+    blob_dir: Path | None = Field(
+        default=None,
+        description="Directory of the local checkpoint blob store; default <data_dir>/blobs. "
+        "Unused when AGENTHUB_S3_BUCKET is set.",
+    )
+    s3_bucket: str | None = Field(
+        default=None,
+        description="When set, checkpoint blobs are stored in this S3 (or S3-compatible) bucket "
+        "instead of the local blob directory. Credentials come from the standard AWS "
+        "environment variables or config files.",
+    )
+    s3_prefix: str = Field(
+        default="blobs/",
+        description="Prefix of every blob key in the S3 bucket (the key is prefix + sha256).",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible server (MinIO, Ceph, R2...); default AWS.",
+    )
+    s3_region: str = Field(default="us-east-1", description="Region of the S3 bucket.")
+    s3_create_bucket: bool = Field(
+        default=False,
+        description="Create the S3 bucket on first use if it does not exist (development).",
+    )
+    checkpoint_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A checkpoint its node has not delivered after this long is failed.",
+    )
     local_agent: bool = Field(
         default=True,
         description="`agenthub up` starts a node agent for this machine in pool `default`.",

@@ -20,6 +20,7 @@ from agenthub.core.revocation import RedisRevocationStore, RevocationStore
 from agenthub.core.settings import Settings
 from agenthub.db.engine import Database
 from agenthub.db.state import SqlRateLimiter, SqlRevocationStore
+from agenthub.services.checkpoints.blobs import BlobStore, build_blob_store
 from agenthub.services.identity.principals import Authenticator
 from agenthub.services.machines.controller import MachineController
 from agenthub.services.nodes.redis_state import RedisNodeStates
@@ -46,11 +47,13 @@ class Runtime:
     nodes: NodeStates
     scheduler: Scheduler
     machines: MachineController
+    blobs: BlobStore
     wakeups: NodeWakeups
     started_at: float = field(default_factory=time.time)
 
     async def close(self) -> None:
         await self.wakeups.close()
+        await self.blobs.close()
         await self.bus.stop()
         if self.redis is not None:
             await self.redis.aclose(close_connection_pool=True)
@@ -129,5 +132,6 @@ def build_runtime(settings: Settings) -> Runtime:
         nodes,
         scheduler,
         MachineController(db, bus, settings, lease("machines")),
+        build_blob_store(settings),
         NodeWakeups(bus),
     )

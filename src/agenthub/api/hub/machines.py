@@ -119,11 +119,17 @@ async def terminate_machine(
 ) -> Terminated:
     """Stop a machine; 409 when it has already ended."""
     body = body or TerminateRequest()
-    found = await machines.terminate(session, principal, machine_uuid, reason=body.reason)
+    found, final = await machines.terminate(
+        session,
+        principal,
+        machine_uuid,
+        reason=body.reason,
+        create_checkpoint=body.create_checkpoint,
+    )
     return Terminated(
         machine_uuid=found.machine.id,
         status="terminated",
-        final_checkpoint=None,
+        final_checkpoint=final.id if final is not None else None,
         resource_usage=usage.resource_usage(found),
         terminated_at=found.machine.terminated_at or utcnow(),
     )

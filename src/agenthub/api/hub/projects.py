@@ -21,6 +21,7 @@ from agenthub.api.hub.schemas import (
 )
 from agenthub.core.settings import Settings
 from agenthub.db.models import Project
+from agenthub.services.checkpoints import checkpoints
 from agenthub.services.projects import projects
 from agenthub.services.projects.budgets import BudgetView, budget_views
 
@@ -68,8 +69,7 @@ async def project_read(session: AsyncSession, settings: Settings, project: Proje
         resource_budgets=own_budgets(project),
         resource_usage_today=usage_today(view),
         active_machines=view.committed.machines,
-        # Checkpoints are not stored by this hub yet: no project has any.
-        total_checkpoints=0,
+        total_checkpoints=await checkpoints.count_ready(session, project.id),
         created_at=project.created_at,
         updated_at=project.updated_at,
     )
@@ -77,7 +77,7 @@ async def project_read(session: AsyncSession, settings: Settings, project: Proje
 
 @router.post("/projects", status_code=201, response_model=ProjectCreated)
 async def create_project(
-    body: ProjectCreate, principal: PrincipalDep, session: SessionDep
+    body: ProjectCreate, principal: PrincipalDep, runtime: RuntimeDep, session: SessionDep
 ) -> ProjectCreated:
     """A new project. Own budgets (``resource_budgets``) may be set by admins only; without
     them the project gets its greediness share of the hub's daily budget."""
@@ -95,6 +95,7 @@ async def create_project(
             storage_gb=budgets.storage_gb,
         ),
     )
+    await checkpoints.create_initial(session, runtime.blobs, project)
     return ProjectCreated(
         uuid=project.id,
         name=project.name,

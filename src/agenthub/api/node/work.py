@@ -40,9 +40,17 @@ class Cancel(BaseModel):
     reason: str
 
 
+class Snapshot(BaseModel):
+    checkpoint_id: uuid.UUID
+    workspace: str
+
+
 class PollResponse(BaseModel):
     assignments: list[dict[str, object]]
     cancel: list[Cancel]
+    snapshots: list[Snapshot] = Field(
+        default_factory=list, description="Workspaces to checkpoint and upload."
+    )
 
 
 class Usage(BaseModel):
@@ -99,7 +107,11 @@ async def poll(body: PollRequest, machine: MachineDep, runtime: RuntimeDep) -> P
         body.wait_s,
         mint_token=tokens.token_minter(runtime.settings.secret_key),
     )
-    return PollResponse(assignments=result.assignments, cancel=[Cancel(**c) for c in result.cancel])
+    return PollResponse(
+        assignments=result.assignments,
+        cancel=[Cancel(**c) for c in result.cancel],
+        snapshots=[Snapshot(**s) for s in result.snapshots],
+    )
 
 
 @router.post("/report", response_model=ReportResponse)

@@ -1,5 +1,6 @@
 """All ORM models, imported here so that metadata is complete wherever it is used."""
 
+from agenthub.db.models.checkpoints import Checkpoint
 from agenthub.db.models.events import Event
 from agenthub.db.models.identity import ApiKey, RevokedToken, User
 from agenthub.db.models.nodes import MachineToken, Node, NodeHealthSample, NodeLease, Pool
@@ -9,6 +10,7 @@ from agenthub.db.models.workloads import ControllerLease, Workload, WorkloadLog
 
 __all__ = [
     "ApiKey",
+    "Checkpoint",
     "ControllerLease",
     "Event",
     "HubInfo",

@@ -83,6 +83,8 @@ class Machine(UUIDPrimaryKey, Timestamps, Base):
     terminated_at: Mapped[datetime | None] = mapped_column(default=None)
     last_checkpoint_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid, default=None)
     checkpoints_created: Mapped[int] = mapped_column(default=0)
+    # False when it was terminated with create_checkpoint=false: no checkpoint when it ends.
+    checkpoint_on_end: Mapped[bool] = mapped_column(default=True)
     warned: Mapped[list[str]] = mapped_column(PortableJSON, default=list)
     # Set once the machine ended and its last usage was billed: the controller is done with it.
     settled_at: Mapped[datetime | None] = mapped_column(default=None)

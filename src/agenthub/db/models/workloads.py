@@ -56,6 +56,8 @@ class Workload(UUIDPrimaryKey, Timestamps, Base):
     network: Mapped[bool] = mapped_column(default=True)
     ports: Mapped[list[dict[str, Any]]] = mapped_column(PortableJSON, default=list)
     volumes: Mapped[list[dict[str, Any]]] = mapped_column(PortableJSON, default=list)
+    # The checkpoint manifest (a blob's sha256) the workspace is materialised from first.
+    workspace_manifest: Mapped[str | None] = mapped_column(sa.String(64), default=None)
     # Files written into the workspace (relative path -> text) before the command starts.
     files: Mapped[dict[str, str]] = mapped_column(PortableJSON, default=dict)
 

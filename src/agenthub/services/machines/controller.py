@@ -26,6 +26,7 @@ from agenthub.core.settings import Settings
 from agenthub.db.engine import Database
 from agenthub.db.models import Machine, Project, Workload
 from agenthub.services import events
+from agenthub.services.checkpoints import checkpoints
 from agenthub.services.machines.machines import MachineRecord, record, stop
 from agenthub.services.machines.status import machine_status
 from agenthub.services.machines.usage import BUDGET_EXHAUSTED, exhausted_budget
@@ -117,6 +118,29 @@ def _warn_kinds(found: MachineRecord, now: datetime) -> list[tuple[str, float, f
     ]
 
 
+TRIGGERS = {"completed": "machine_completed", "failed": "machine_failed"}
+
+
+async def _checkpoint_on_end(session: AsyncSession, found: MachineRecord) -> None:
+    """The machine ended: its workspace is checkpointed where it ran (the terminate request's
+    checkpoint when it asked for one, else an automatic one), unless it declined."""
+    machine, workload = found.machine, found.workload
+    node = workload.node_id if workload.started_at is not None else None
+    released = await checkpoints.release_waiting(session, machine, node, workload.workspace)
+    if released or not machine.checkpoint_on_end or node is None:
+        return
+    status = machine_status(workload)
+    await checkpoints.request(
+        session,
+        machine,
+        type_="automatic",
+        trigger=TRIGGERS.get(status, "terminated"),
+        node_id=node,
+        workspace=workload.workspace,
+        description=f"Workspace when the machine {status}.",
+    )
+
+
 async def _machine_pass(
     session: AsyncSession, settings: Settings, found: MachineRecord, now: datetime, out: PassResult
 ) -> None:
@@ -126,6 +150,7 @@ async def _machine_pass(
             out.billed += 1
         machine.settled_at = now
         machine.updated_at = now
+        await _checkpoint_on_end(session, found)
         await record(
             session,
             machine,
@@ -250,6 +275,7 @@ async def reconcile(db: Database, bus: EventBus, settings: Settings) -> PassResu
             if machine.settled_at is None:
                 active.append(found)
         await _project_pass(session, settings, projects, active, now, out)
+        await checkpoints.expire_pending(session, settings.checkpoint_timeout_s)
     return out
 
 

@@ -22,9 +22,10 @@ from agenthub.core.clock import utcnow
 from agenthub.core.errors import Conflict, LimitExceeded, NotFound, ValidationFailed
 from agenthub.core.pagination import Page
 from agenthub.core.settings import Settings
-from agenthub.db.models import Machine, Project, Workload, WorkloadLog
+from agenthub.db.models import Checkpoint, Machine, Project, Workload, WorkloadLog
 from agenthub.services import events
-from agenthub.services.machines.status import ENDED, machine_status, status_condition
+from agenthub.services.checkpoints import checkpoints
+from agenthub.services.machines.status import ENDED, WORKING, machine_status, status_condition
 from agenthub.services.machines.types import MachineType, render, resolve
 from agenthub.services.projects import projects as project_service
 from agenthub.services.projects.budgets import ACTIVE_PROJECT, BudgetView, budget_views
@@ -186,8 +187,7 @@ async def spawn(
     project = await project_service.get_project(session, principal, project_id, lock=True)
     if project.status != ACTIVE_PROJECT:
         raise Conflict(f"Project {project_id} is {project.status}; it cannot spawn machines.")
-    if checkpoint_id is not None:
-        raise NotFound(f"Checkpoint {checkpoint_id} not found.", code="checkpoint_not_found")
+    start = await _start_checkpoint(session, principal, project, checkpoint_id)
     view = (await budget_views(session, settings, [project]))[project.id]
     lacking = _affordable(view, want)
     if lacking is not None:
@@ -216,6 +216,7 @@ async def spawn(
             "AGENTHUB_MACHINE_TYPE": machine_type.name,
         },
         workspace=vm_id,
+        workspace_manifest=start.manifest_sha256 if start is not None else None,
         files=dict(file_modifications or {}),
         cpu_millicores=machine_type.cpu_millicores or settings.machine_cpu_millicores,
         memory_mib=machine_type.memory_mib or settings.machine_memory_mib,
@@ -240,7 +241,7 @@ async def spawn(
         prompt=prompt,
         vm_id=vm_id,
         created_by=principal.rate_limit_subject,
-        checkpoint_id=checkpoint_id,
+        checkpoint_id=start.id if start is not None else None,
         max_money=want.max_money,
         max_time_minutes=want.max_time_minutes,
         max_api_calls=want.max_api_calls,
@@ -261,6 +262,33 @@ async def spawn(
     await session.flush()
     await record(session, machine, "machine.spawned", actor=principal, status="spawning")
     return MachineRecord(machine, workload), guess
+
+
+async def _start_checkpoint(
+    session: AsyncSession,
+    principal: Principal,
+    project: Project,
+    checkpoint_id: uuid.UUID | None,
+) -> Checkpoint | None:
+    """The checkpoint a new machine's workspace starts from: the one asked for, else the
+    project's current one."""
+    if checkpoint_id is None:
+        if project.current_checkpoint_id is None:
+            return None
+        current = await session.get(Checkpoint, project.current_checkpoint_id)
+        return current if current is not None and current.status == checkpoints.READY else None
+    start = await checkpoints.get_checkpoint(session, principal, checkpoint_id)
+    if start.project_id != project.id:
+        raise ValidationFailed(
+            f"Checkpoint {checkpoint_id} belongs to another project.",
+            details={"checkpoint_project_uuid": str(start.project_id)},
+        )
+    if start.status != checkpoints.READY:
+        raise Conflict(
+            f"Checkpoint {checkpoint_id} is {start.status}; machines start from ready ones.",
+            code="checkpoint_not_ready",
+        )
+    return start
 
 
 async def record(
@@ -374,9 +402,16 @@ async def stop(
 
 
 async def terminate(
-    session: AsyncSession, principal: Principal, machine_id: uuid.UUID, *, reason: str | None
-) -> MachineRecord:
-    """Stop a machine at the caller's request; 409 when it has already ended."""
+    session: AsyncSession,
+    principal: Principal,
+    machine_id: uuid.UUID,
+    *,
+    reason: str | None,
+    create_checkpoint: bool = True,
+) -> tuple[MachineRecord, Checkpoint | None]:
+    """Stop a machine at the caller's request; 409 when it has already ended. With
+    ``create_checkpoint`` (and a machine that has started) its final checkpoint is taken once
+    it has stopped; its uuid is known at once."""
     found = await get_machine(session, principal, machine_id, lock=True)
     if found.status in ENDED:
         raise Conflict(
@@ -384,5 +419,48 @@ async def terminate(
             code="machine_ended",
             details={"status": found.status},
         )
+    final = None
+    if not create_checkpoint:
+        found.machine.checkpoint_on_end = False
+    elif found.workload.started_at is not None:
+        final = await checkpoints.request(
+            session,
+            found.machine,
+            type_="terminate",
+            trigger="terminated",
+            node_id=found.workload.node_id,
+            workspace=found.workload.workspace,
+            description=reason or "Workspace when the machine was terminated.",
+            waiting=True,
+        )
     await stop(session, found, reason or f"terminated by {principal.name}", actor=principal)
-    return found
+    return found, final
+
+
+async def checkpoint_now(
+    session: AsyncSession,
+    principal: Principal,
+    machine_id: uuid.UUID,
+    *,
+    context: str | None,
+    description: str,
+) -> Checkpoint:
+    """A manual checkpoint of a working machine's workspace (taken while it runs)."""
+    found = await get_machine(session, principal, machine_id, lock=True)
+    if found.status != WORKING:
+        raise Conflict(
+            f"Machine {machine_id} is {found.status}; only a working machine is checkpointed "
+            "on request (an ended one was checkpointed when it ended).",
+            code="machine_not_working",
+            details={"status": found.status},
+        )
+    return await checkpoints.request(
+        session,
+        found.machine,
+        type_="manual",
+        trigger="manual",
+        node_id=found.workload.node_id,
+        workspace=found.workload.workspace,
+        description=description,
+        context=context,
+    )

@@ -26,6 +26,7 @@ from agenthub.core.events import EventBus, EventDict
 from agenthub.db.engine import Database
 from agenthub.db.models import Node, Workload
 from agenthub.services import events
+from agenthub.services.checkpoints import checkpoints
 from agenthub.services.nodes.gateway import require_machine
 from agenthub.services.nodes.state import READY, REGISTERED, NodeStates
 from agenthub.services.scheduling import logs, workloads
@@ -43,7 +44,7 @@ from agenthub.services.scheduling.spec import (
 
 MAX_WAIT_S = 30.0
 REPORTABLE = (STARTING, RUNNING, SUCCEEDED, FAILED, TERMINATED)
-_WAKE_TYPES = ("workload.scheduled", "workload.cancel_requested")
+_WAKE_TYPES = ("workload.scheduled", "workload.cancel_requested", "checkpoint.requested")
 # The env variable a run finds its workload token in (see services/scheduling/tokens.py).
 TOKEN_ENV = "AGENTHUB_TOKEN"  # noqa: S105 - a variable name, not a secret
 TokenMinter = Callable[[Workload], str]
@@ -78,9 +79,11 @@ class LogBatch:
 class PollResult:
     assignments: list[dict[str, Any]] = field(default_factory=list)
     cancel: list[dict[str, Any]] = field(default_factory=list)
+    # Checkpoints of workspaces on this node to take and upload.
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.assignments or self.cancel)
+        return bool(self.assignments or self.cancel or self.snapshots)
 
 
 def assignment(workload: Workload, *, token: str | None = None) -> dict[str, Any]:
@@ -96,6 +99,7 @@ def assignment(workload: Workload, *, token: str | None = None) -> dict[str, Any
         "command": list(workload.command),
         "env": env,
         "files": dict(workload.files),
+        "workspace_manifest": workload.workspace_manifest,
         "workspace": workload.workspace,
         "working_dir": workload.working_dir,
         "image": workload.image,
@@ -165,6 +169,10 @@ async def sync(
             # Started here, but the agent no longer has it: it restarted, or the run died
             # with it. The restart policy decides whether it runs again.
             await workloads.vanished(session, workload, "the node agent no longer runs it")
+    result.snapshots = [
+        {"checkpoint_id": str(c.id), "workspace": c.workspace}
+        for c in await checkpoints.pending_for_node(session, machine_id)
+    ]
     for workload_id, attempt in reported:
         result.cancel.append(_cancel(workload_id, attempt, "not assigned to this node"))
     return result

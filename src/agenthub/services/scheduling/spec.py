@@ -58,6 +58,8 @@ class WorkloadSpec:
     volumes: list[dict[str, Any]] = field(default_factory=list)
     # Text files (relative path -> content) written into the workspace before the command runs.
     files: dict[str, str] = field(default_factory=dict)
+    # A checkpoint manifest (its blob's sha256) the workspace is materialised from first.
+    workspace_manifest: str | None = None
     cpu_millicores: int = 1000
     memory_mib: int = 512
     gpu_count: int = 0

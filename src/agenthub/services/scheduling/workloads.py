@@ -135,6 +135,7 @@ async def create_workload(
         network=spec.network,
         ports=spec.ports,
         volumes=spec.volumes,
+        workspace_manifest=spec.workspace_manifest,
         files=dict(spec.files),
         status=QUEUED,
         queued_at=now,
