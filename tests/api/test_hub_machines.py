@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import tarfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -633,3 +635,94 @@ async def test_manual_and_terminate_checkpoints(admin: httpx.AsyncClient) -> Non
     assert done["parent_checkpoint"] == manual["uuid"]
     # A machine that is not working is not checkpointed on request.
     hub_error(await admin.post(f"/api/v1/machines/{machine}/checkpoint", json={}), 409, "CONFLICT")
+
+
+def tar_gz_of(entries: list[tuple[str, bytes | str | None, int]]) -> bytes:
+    """A tar.gz: (name, bytes for a file | str for a symlink target | None for a dir, mode)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, content, mode in entries:
+            info = tarfile.TarInfo(name)
+            info.mode = mode
+            if content is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            elif isinstance(content, str):
+                info.type, info.linkname = tarfile.SYMTYPE, content
+                archive.addfile(info)
+            else:
+                info.size = len(content)
+                archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+async def test_upload_a_directory_then_download_and_run_it(admin: httpx.AsyncClient) -> None:
+    project = (await new_project(admin, "seeded"))["uuid"]
+    body = tar_gz_of(
+        [
+            ("src", None, 0o755),
+            ("src/main.sh", b"echo hello from main\n", 0o755),
+            ("README.md", b"# seeded\n", 0o644),
+            ("latest", "src/main.sh", 0o777),
+            ("empty", None, 0o700),
+        ]
+    )
+    r = await admin.post(
+        f"/api/v1/projects/{project}/checkpoints",
+        content=body,
+        params={"description": "my repo"},
+        headers={"Content-Type": "application/gzip"},
+    )
+    assert r.status_code == 201, r.text
+    uploaded = r.json()
+    assert uploaded["type"] == "manual"
+    assert uploaded["file_count"] == 2
+    assert uploaded["description"] == "my repo"
+    project_now = (await admin.get(f"/api/v1/projects/{project}")).json()
+    assert project_now["current_checkpoint"] == uploaded["uuid"]
+
+    one = await admin.get(f"/api/v1/checkpoints/{uploaded['uuid']}/files/src/main.sh")
+    assert one.status_code == 200
+    assert one.content == b"echo hello from main\n"
+    hub_error(
+        await admin.get(f"/api/v1/checkpoints/{uploaded['uuid']}/files/nope.txt"),
+        404,
+        "NOT_FOUND",
+    )
+    archive = await admin.get(f"/api/v1/checkpoints/{uploaded['uuid']}/archive")
+    assert archive.status_code == 200
+    assert archive.headers["content-type"] == "application/gzip"
+    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as back:
+        members = {m.name: m for m in back.getmembers()}
+        assert set(members) == {"README.md", "empty", "latest", "src/main.sh"}
+        assert members["src/main.sh"].mode == 0o755
+        assert members["latest"].issym()
+        assert members["latest"].linkname == "src/main.sh"
+        assert members["empty"].isdir()
+        source = back.extractfile("README.md")
+        assert source is not None
+        assert source.read() == b"# seeded\n"
+
+    # The next machine of the project starts from the upload.
+    r = await spawn(admin, project, "./src/main.sh; readlink latest; test -d empty && echo dir-ok")
+    machine = r.json()["machine_uuid"]
+    assert (await wait_machine(admin, machine, ENDED))["status"] == "completed"
+    logs = (await admin.get(f"/api/v1/machines/{machine}/logs")).json()["logs"]
+    assert logs == "hello from main\nsrc/main.sh\ndir-ok\n"
+
+    hub_error(
+        await admin.post(f"/api/v1/projects/{project}/checkpoints", content=b"not a tar"),
+        400,
+        "VALIDATION_ERROR",
+    )
+    evil = tar_gz_of([("../evil", b"x", 0o644)])
+    hub_error(
+        await admin.post(f"/api/v1/projects/{project}/checkpoints", content=evil),
+        400,
+        "VALIDATION_ERROR",
+    )
+    hub_error(
+        await admin.post(f"/api/v1/projects/{uuid.uuid4()}/checkpoints", content=body),
+        404,
+        "NOT_FOUND",
+    )

@@ -99,6 +99,10 @@ class LimitExceeded(AppError):
     kind = ErrorKind.LIMIT_EXCEEDED
 
 
+class PayloadTooLarge(AppError):
+    kind = ErrorKind.PAYLOAD_TOO_LARGE
+
+
 class RateLimited(AppError):
     kind = ErrorKind.RATE_LIMITED
 

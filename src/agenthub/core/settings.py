@@ -260,6 +260,9 @@ class Settings(BaseSettings):
         gt=0,
         description="A checkpoint its node has not delivered after this long is failed.",
     )
+    checkpoint_upload_max_mb: int = Field(
+        default=1024, ge=1, description="Largest archive `POST /projects/{uuid}/checkpoints` takes."
+    )
     local_agent: bool = Field(
         default=True,
         description="`agenthub up` starts a node agent for this machine in pool `default`.",

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mimetypes
+import tempfile
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from starlette.responses import StreamingResponse
 
 from agenthub.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from agenthub.api.hub.params import HubPage
 from agenthub.api.hub.schemas import HubModel, ReadModel, ResourceConstraints
+from agenthub.core.errors import NotFound, PayloadTooLarge, ValidationFailed
 from agenthub.core.events import EventDict
 from agenthub.db.models import Checkpoint
 from agenthub.services import events
 from agenthub.services.checkpoints import checkpoints
+from agenthub.services.checkpoints.archive import manifest_from_upload, tar_gz
 from agenthub.services.machines import machines
+from agenthub.services.projects import projects
 
 router = APIRouter(prefix="/api/v1", tags=["hub"])
 
@@ -263,3 +269,74 @@ async def checkpoint_machine(
         file_count=c.file_count if ready else None,
         error=c.error,
     )
+
+
+@router.get("/checkpoints/{checkpoint_uuid}/archive")
+async def archive(
+    checkpoint_uuid: UUID, principal: PrincipalDep, runtime: RuntimeDep, session: SessionDep
+) -> StreamingResponse:
+    """The checkpoint's workspace as a tar.gz, streamed."""
+    c = await checkpoints.get_checkpoint(session, principal, checkpoint_uuid)
+    manifest = await checkpoints.manifest_of(runtime.blobs, c)
+    return StreamingResponse(
+        tar_gz(runtime.blobs, manifest, int(c.created_at.timestamp())),
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="checkpoint-{c.id}.tar.gz"'},
+    )
+
+
+@router.get("/checkpoints/{checkpoint_uuid}/files/{path:path}")
+async def file(
+    checkpoint_uuid: UUID,
+    path: str,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
+) -> StreamingResponse:
+    """One file of the checkpoint's workspace."""
+    c = await checkpoints.get_checkpoint(session, principal, checkpoint_uuid)
+    manifest = await checkpoints.manifest_of(runtime.blobs, c)
+    entry = manifest.get(path.strip("/"))
+    if entry is None or entry.get("type", "file") != "file":
+        raise NotFound(f"{path!r} is not a file of checkpoint {c.id}.", code="file_not_found")
+    media = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    return StreamingResponse(
+        runtime.blobs.open(entry["sha256"]),
+        media_type=media,
+        headers={"Content-Length": str(entry["size"])},
+    )
+
+
+@router.post(
+    "/projects/{project_uuid}/checkpoints", status_code=201, response_model=CheckpointSummary
+)
+async def upload(
+    project_uuid: UUID,
+    request: Request,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    description: str = Query("", max_length=1000),
+) -> CheckpointSummary:
+    """A checkpoint from a tar or tar.gz of a directory (the request body); it becomes the
+    project's current checkpoint."""
+    async with events.unit_of_work(runtime.db, runtime.bus) as session:
+        await projects.get_project(session, principal, project_uuid)
+    limit = runtime.settings.checkpoint_upload_max_mb * 1024 * 1024
+    with tempfile.TemporaryFile() as spool:
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise PayloadTooLarge(
+                    f"uploads are limited to {runtime.settings.checkpoint_upload_max_mb} MB"
+                )
+            await asyncio.to_thread(spool.write, chunk)
+        if not received:
+            raise ValidationFailed("send a tar or tar.gz archive as the request body")
+        spool.seek(0)
+        manifest = await manifest_from_upload(runtime.blobs, spool, limit * 4)
+    async with events.unit_of_work(runtime.db, runtime.bus) as session:
+        c = await checkpoints.create_uploaded(
+            session, runtime.blobs, principal, project_uuid, manifest, description=description
+        )
+        return summary_of(c)

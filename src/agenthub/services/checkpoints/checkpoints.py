@@ -330,3 +330,39 @@ async def expire_pending(session: AsyncSession, older_than_s: float) -> int:
         checkpoint.error = f"the node did not deliver it within {older_than_s:.0f} s"
         await record(session, checkpoint, "checkpoint.failed", error=checkpoint.error)
     return len(rows)
+
+
+async def create_uploaded(
+    session: AsyncSession,
+    store: BlobStore,
+    principal: Principal,
+    project_id: uuid.UUID,
+    manifest: dict[str, Any],
+    *,
+    description: str = "",
+) -> Checkpoint:
+    """A checkpoint from a user's upload (its blobs already stored); it becomes the project's
+    current checkpoint, so the next machine starts from it."""
+    project = await get_project(session, principal, project_id, lock=True)
+    _, size, files = _check_manifest(manifest)
+    now = utcnow()
+    checkpoint = Checkpoint(
+        id=uuid.uuid4(),
+        project_id=project.id,
+        parent_id=project.current_checkpoint_id,
+        type="manual",
+        status=READY,
+        description=description or "Uploaded by a user.",
+        meta={"trigger": "upload", "machine_context": None, "uploaded_by": principal.name},
+        manifest_sha256=await store.put_bytes(manifest_bytes(manifest)),
+        size_bytes=size,
+        file_count=files,
+        created_at=now,
+        completed_at=now,
+    )
+    session.add(checkpoint)
+    await session.flush()
+    project.current_checkpoint_id = checkpoint.id
+    project.updated_at = now
+    await record(session, checkpoint, "checkpoint.ready", size_bytes=size, file_count=files)
+    return checkpoint
