@@ -585,6 +585,16 @@ async def test_checkpoints_snapshot_fork_and_diff(up: UpProcess, admin: httpx.As
     assert diff["files_deleted"] == ["d/b.txt"]
     assert diff["total_changes"] == 3
     assert diff["summary"] == "1 file added, 1 file modified, 1 file deleted."
+    assert diff["patch"] is None
+    patched = (
+        await admin.get(
+            f"/api/v1/checkpoints/{snap['uuid']}/diff/{second['uuid']}", params={"patch": "true"}
+        )
+    ).json()
+    assert patched["patch_skipped"] == []
+    assert "--- a/a.txt\n+++ b/a.txt\n@@ -1 +1 @@\n-alpha\n+changed\n" in patched["patch"]
+    assert "--- /dev/null\n+++ b/extra.txt\n@@ -0,0 +1 @@\n+extra\n" in patched["patch"]
+    assert "--- a/d/b.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-beta\n" in patched["patch"]
 
     listed = (await admin.get(f"/api/v1/projects/{project}/checkpoints")).json()
     assert listed["total_count"] == 3
@@ -726,3 +736,15 @@ async def test_upload_a_directory_then_download_and_run_it(admin: httpx.AsyncCli
         404,
         "NOT_FOUND",
     )
+    storage = (await admin.get(f"/api/v1/projects/{project}")).json()["resource_usage_today"]
+    assert storage["storage"]["used"] > 0
+    # Checkpoints count against the project's storage budget.
+    await admin.put(
+        f"/api/v1/resources/projects/{project}/budget", json={"storage_gb": 1 / 1024**3}
+    )
+    full = hub_error(
+        await admin.post(f"/api/v1/projects/{project}/checkpoints", content=body),
+        409,
+        "RESOURCE_LIMIT_EXCEEDED",
+    )
+    assert full["details"]["available_storage_bytes"] == 0

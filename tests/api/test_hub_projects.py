@@ -30,7 +30,7 @@ async def test_create_read_update_a_project(admin: httpx.AsyncClient) -> None:
     assert project["active_machines"] == 0
     assert project["total_checkpoints"] == 1
     today = project["resource_usage_today"]
-    assert set(today) == {"money", "time", "api_calls"}
+    assert set(today) == {"money", "time", "api_calls", "storage"}
     for amounts in today.values():
         assert amounts["used"] == 0
         assert amounts["remaining"] == amounts["allocated"]

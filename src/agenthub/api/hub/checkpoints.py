@@ -91,6 +91,8 @@ class Diff(ReadModel):
     files_deleted: list[str]
     total_changes: int
     summary: str
+    patch: str | None = None
+    patch_skipped: list[str] | None = None
 
 
 class ManualCheckpoint(HubModel):
@@ -173,15 +175,22 @@ async def diff(
     principal: PrincipalDep,
     runtime: RuntimeDep,
     session: SessionDep,
+    patch: bool = Query(False, description="Also a unified diff of the changed text files."),
 ) -> Diff:
     """What changed from the first checkpoint to the second."""
     a = await checkpoints.get_checkpoint(session, principal, first_uuid)
     b = await checkpoints.get_checkpoint(session, principal, second_uuid)
-    added, modified, deleted = checkpoints.diff_manifests(
-        await checkpoints.manifest_of(runtime.blobs, a),
-        await checkpoints.manifest_of(runtime.blobs, b),
-    )
+    first = await checkpoints.manifest_of(runtime.blobs, a)
+    second = await checkpoints.manifest_of(runtime.blobs, b)
+    added, modified, deleted = checkpoints.diff_manifests(first, second)
+    text = skipped = None
+    if patch:
+        text, skipped = await checkpoints.unified_patch(
+            runtime.blobs, first, second, sorted([*added, *modified, *deleted])
+        )
     return Diff(
+        patch=text,
+        patch_skipped=skipped,
         files_added=added,
         files_modified=modified,
         files_deleted=deleted,
@@ -337,6 +346,12 @@ async def upload(
         manifest = await manifest_from_upload(runtime.blobs, spool, limit * 4)
     async with events.unit_of_work(runtime.db, runtime.bus) as session:
         c = await checkpoints.create_uploaded(
-            session, runtime.blobs, principal, project_uuid, manifest, description=description
+            session,
+            runtime.settings,
+            runtime.blobs,
+            principal,
+            project_uuid,
+            manifest,
+            description=description,
         )
         return summary_of(c)

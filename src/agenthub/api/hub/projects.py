@@ -59,6 +59,12 @@ def own_budgets(project: Project) -> dict[str, Any]:
 
 async def project_read(session: AsyncSession, settings: Settings, project: Project) -> ProjectRead:
     view = (await budget_views(session, settings, [project]))[project.id]
+    used_gb = await checkpoints.storage_used(session, project.id) / checkpoints.GB
+    storage = Amounts(
+        allocated=round(view.allocation.storage_gb, 9),
+        used=round(used_gb, 9),
+        remaining=round(max(0.0, view.allocation.storage_gb - used_gb), 9),
+    )
     return ProjectRead(
         uuid=project.id,
         name=project.name,
@@ -67,7 +73,7 @@ async def project_read(session: AsyncSession, settings: Settings, project: Proje
         status=project.status,
         current_checkpoint=project.current_checkpoint_id,
         resource_budgets=own_budgets(project),
-        resource_usage_today=usage_today(view),
+        resource_usage_today={**usage_today(view), "storage": storage},
         active_machines=view.committed.machines,
         total_checkpoints=await checkpoints.count_ready(session, project.id),
         created_at=project.created_at,

@@ -8,6 +8,7 @@ checkpoint is its empty ``initial`` one.
 
 from __future__ import annotations
 
+import difflib
 import json
 import uuid
 from collections.abc import Sequence
@@ -19,11 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.core.auth import Principal
 from agenthub.core.clock import utcnow
-from agenthub.core.errors import Conflict, NotFound, ValidationFailed
+from agenthub.core.errors import Conflict, LimitExceeded, NotFound, ValidationFailed
 from agenthub.core.pagination import Page
+from agenthub.core.settings import Settings
 from agenthub.db.models import Checkpoint, Machine, Project
 from agenthub.services import events
 from agenthub.services.checkpoints.blobs import BlobStore, is_digest
+from agenthub.services.projects.budgets import allocations
 from agenthub.services.projects.projects import can_see, get_project
 
 TYPES = ("initial", "automatic", "manual", "terminate")
@@ -332,8 +335,24 @@ async def expire_pending(session: AsyncSession, older_than_s: float) -> int:
     return len(rows)
 
 
+GB = 1024**3
+
+
+async def storage_used(session: AsyncSession, project_id: uuid.UUID) -> int:
+    """Bytes the project's ready checkpoints hold (each counted whole, as a user sees them)."""
+    return int(
+        await session.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(Checkpoint.size_bytes), 0)).where(
+                Checkpoint.project_id == project_id, Checkpoint.status == READY
+            )
+        )
+        or 0
+    )
+
+
 async def create_uploaded(
     session: AsyncSession,
+    settings: Settings,
     store: BlobStore,
     principal: Principal,
     project_id: uuid.UUID,
@@ -345,6 +364,20 @@ async def create_uploaded(
     current checkpoint, so the next machine starts from it."""
     project = await get_project(session, principal, project_id, lock=True)
     _, size, files = _check_manifest(manifest)
+    allocation = (await allocations(session, settings, [project]))[project.id]
+    used = await storage_used(session, project.id)
+    available = allocation.storage_gb * GB - used
+    if size > available:
+        raise LimitExceeded(
+            "The project's storage budget cannot hold this checkpoint: "
+            f"it needs {size} bytes, {max(0, int(available))} are left.",
+            code="storage_exceeded",
+            details={
+                "required_storage_bytes": size,
+                "available_storage_bytes": max(0, int(available)),
+                "storage_gb": allocation.storage_gb,
+            },
+        )
     now = utcnow()
     checkpoint = Checkpoint(
         id=uuid.uuid4(),
@@ -366,3 +399,51 @@ async def create_uploaded(
     project.updated_at = now
     await record(session, checkpoint, "checkpoint.ready", size_bytes=size, file_count=files)
     return checkpoint
+
+
+PATCH_FILE_LIMIT = 256 * 1024
+PATCH_TOTAL_LIMIT = 4 * 1024 * 1024
+
+
+async def unified_patch(
+    store: BlobStore,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    paths: list[str],
+) -> tuple[str, list[str]]:
+    """A unified diff of the text files among ``paths`` (as ``git diff`` would show them), and
+    the paths left out: binary, larger than :data:`PATCH_FILE_LIMIT`, or past the total limit."""
+
+    async def text(manifest: dict[str, Any], path: str) -> list[str] | None:
+        entry = manifest.get(path)
+        if entry is None or entry.get("type", "file") != "file":
+            return []
+        if int(entry["size"]) > PATCH_FILE_LIMIT:
+            return None
+        data = await store.read(entry["sha256"])
+        if b"\x00" in data:
+            return None
+        try:
+            return data.decode().splitlines(keepends=True)
+        except UnicodeDecodeError:
+            return None
+
+    out: list[str] = []
+    skipped: list[str] = []
+    total = 0
+    for path in paths:
+        old, new = await text(a, path), await text(b, path)
+        if old is None or new is None or total > PATCH_TOTAL_LIMIT:
+            skipped.append(path)
+            continue
+        chunk = "".join(
+            difflib.unified_diff(
+                old,
+                new,
+                fromfile=f"a/{path}" if path in a else "/dev/null",
+                tofile=f"b/{path}" if path in b else "/dev/null",
+            )
+        )
+        total += len(chunk)
+        out.append(chunk if chunk.endswith("\n") or not chunk else chunk + "\n")
+    return "".join(out), skipped
