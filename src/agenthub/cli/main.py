@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agenthub.cli import admin, agent, checkpoints, db, nodes, server, user
+from agenthub.cli import admin, agent, checkpoints, db, hub, nodes, server, user
 
 app = typer.Typer(
     name="agenthub",
@@ -22,3 +22,4 @@ app.add_typer(user.app, name="user")
 app.add_typer(nodes.pool_app, name="pool")
 app.add_typer(nodes.machine_app, name="machine")
 app.add_typer(checkpoints.app, name="checkpoint")
+app.add_typer(hub.app, name="hub")

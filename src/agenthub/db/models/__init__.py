@@ -1,6 +1,6 @@
 """All ORM models, imported here so that metadata is complete wherever it is used."""
 
-from agenthub.db.models.checkpoints import Checkpoint
+from agenthub.db.models.checkpoints import Checkpoint, HubSnapshot
 from agenthub.db.models.events import Event
 from agenthub.db.models.identity import ApiKey, RevokedToken, User
 from agenthub.db.models.nodes import MachineToken, Node, NodeHealthSample, NodeLease, Pool
@@ -14,6 +14,7 @@ __all__ = [
     "ControllerLease",
     "Event",
     "HubInfo",
+    "HubSnapshot",
     "Machine",
     "MachineToken",
     "Node",

@@ -50,3 +50,24 @@ class Checkpoint(UUIDPrimaryKey, Base):
     error: Mapped[str | None] = mapped_column(sa.Text, default=None)
     created_at: Mapped[datetime] = mapped_column()
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class HubSnapshot(UUIDPrimaryKey, Base):
+    """A consistent copy of the hub's database plus the list of blobs it references."""
+
+    __tablename__ = "hub_snapshots"
+
+    type: Mapped[str] = mapped_column(sa.String(32), default="manual")
+    reason: Mapped[str] = mapped_column(sa.String(255), default="")
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    # pending -> ready | failed
+    status: Mapped[str] = mapped_column(sa.String(16))
+    # "sqlite" (an online backup of the file) or "pg_dump" (custom format).
+    database_format: Mapped[str] = mapped_column(sa.String(16))
+    database_sha256: Mapped[str | None] = mapped_column(sa.String(64), default=None)
+    blobs_sha256: Mapped[str | None] = mapped_column(sa.String(64), default=None)
+    blob_count: Mapped[int] = mapped_column(default=0)
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    completed_at: Mapped[datetime | None] = mapped_column(default=None)
