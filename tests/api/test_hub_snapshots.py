@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import time
 import uuid
 from pathlib import Path
 
@@ -93,3 +94,86 @@ def test_snapshot_then_restore_into_a_second_hub(
         hub.env, "hub", "restore", str(uuid.uuid4()), "--data-dir", str(tmp_path / "x"), check=False
     )
     assert bad.returncode != 0
+
+
+def test_experimental_hubs_start_from_a_snapshot_and_stop(
+    backend: Backend, hub: HubProcess, admin_key: str
+) -> None:
+    admin = httpx.Client(base_url=hub.url, headers=bearer(admin_key), timeout=90)
+    project = admin.post("/api/v1/projects", json={"name": "before-experiment"}).json()["uuid"]
+    snap = admin.post("/api/v1/hub/checkpoint", json={"reason": "experiment"}).json()
+    body = {
+        "base_checkpoint": snap["checkpoint_uuid"],
+        "experiment_name": "spread",
+        "configuration_changes": {"scheduler_strategy": "spread"},
+        "experiment_duration_days": 1,
+    }
+    if backend.name == "postgres":
+        # A pg_dump snapshot is restored by hand (`agenthub hub restore --database-url`).
+        hub_error(
+            admin.post("/api/v1/hub/spawn-experimental", json=body), 503, "SERVICE_UNAVAILABLE"
+        )
+        admin.close()
+        return
+    hub_error(
+        admin.post(
+            "/api/v1/hub/spawn-experimental",
+            json={**body, "configuration_changes": {"no_such_setting": 1}},
+        ),
+        400,
+        "VALIDATION_ERROR",
+    )
+    hub_error(
+        admin.post(
+            "/api/v1/hub/spawn-experimental",
+            json={**body, "configuration_changes": {"database_url": "sqlite://"}},
+        ),
+        400,
+        "VALIDATION_ERROR",
+    )
+    hub_error(
+        admin.post(
+            "/api/v1/hub/spawn-experimental", json={**body, "base_checkpoint": str(uuid.uuid4())}
+        ),
+        404,
+        "NOT_FOUND",
+    )
+    r = admin.post("/api/v1/hub/spawn-experimental", json=body)
+    assert r.status_code == 201, r.text
+    started = r.json()
+    assert started["status"] == "running"
+    assert started["configuration_changes"] == {"scheduler_strategy": "spread"}
+    url = started["url"]
+    experimental = httpx.Client(base_url=url, headers=bearer(admin_key), timeout=30)
+    status = experimental.get("/api/v1/hub/status").json()
+    assert status["hub_uuid"] == started["experimental_hub_uuid"]
+    assert status["hub_uuid"] != admin.get("/api/v1/hub/status").json()["hub_uuid"]
+    assert experimental.get(f"/api/v1/projects/{project}").status_code == 200
+    listed = admin.get("/api/v1/hub/experiments").json()["experiments"]
+    assert started["experiment_id"] in [e["experiment_id"] for e in listed]
+
+    stopped = admin.post(f"/api/v1/hub/experiments/{started['experiment_id']}/stop").json()
+    assert stopped["status"] == "stopped"
+    with pytest.raises(httpx.ConnectError):
+        experimental.get("/api/v1/health")
+    experimental.close()
+    hub_error(
+        admin.post(f"/api/v1/hub/experiments/{started['experiment_id']}/stop"), 409, "CONFLICT"
+    )
+
+    # One whose time is up is stopped by the hub on its own.
+    short = admin.post(
+        "/api/v1/hub/spawn-experimental", json={**body, "experiment_duration_days": 3 / 86400}
+    ).json()
+    assert short["status"] == "running"
+    for _ in range(100):
+        found = [
+            e
+            for e in admin.get("/api/v1/hub/experiments").json()["experiments"]
+            if e["experiment_id"] == short["experiment_id"]
+        ]
+        if found[0]["status"] == "stopped":
+            break
+        time.sleep(0.2)
+    assert found[0]["status"] == "stopped"
+    admin.close()

@@ -302,3 +302,17 @@ async def test_build_blob_store_from_settings(
         assert await asyncio.to_thread(s3_server.keys, bucket) == [f"p/{digest}"]
     finally:
         await s3.close()
+
+
+async def test_put_many_stores_all_or_nothing(blobs: Case) -> None:
+    items = [os.urandom(n) for n in (0, 10, 5000, 5000)]
+    batch = [(sha(b), b) for b in items] + [(sha(items[1]), items[1])]  # a repeat
+    assert await blobs.store.put_many(batch) == sum(len(b) for _, b in batch)
+    for data in items:
+        assert await blobs.store.read(sha(data)) == data
+    before = await blobs.stored()
+    bad = [(sha(b"fine"), b"fine"), (sha(b"claimed"), b"something else")]
+    with pytest.raises(BlobMismatch):
+        await blobs.store.put_many(bad)
+    assert not await blobs.store.has(sha(b"fine"))
+    assert await blobs.stored() == before

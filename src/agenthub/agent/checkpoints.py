@@ -21,7 +21,9 @@ from agenthub.client.node import NodeClient
 
 logger = logging.getLogger("agenthub.agent")
 
-TRANSFERS = 4  # blobs moved at once
+TRANSFERS = 4  # requests moving blobs at once
+SMALL_BLOB = 1024 * 1024  # files up to this size travel in batches
+BATCH_BYTES = 16 * 1024 * 1024
 
 
 class Snapshots:
@@ -70,6 +72,11 @@ class Snapshots:
             for name, entry in manifest.items():
                 if entry.get("type", "file") == "file":
                     by_digest.setdefault(entry["sha256"], path / name)
+            sizes = {
+                e["sha256"]: int(e["size"])
+                for e in manifest.values()
+                if e.get("type", "file") == "file"
+            }
             missing = await self._client.missing_blobs(self._machine_id, by_digest)
             gate = asyncio.Semaphore(TRANSFERS)
 
@@ -77,7 +84,25 @@ class Snapshots:
                 async with gate:
                     await self._client.put_blob(self._machine_id, digest, by_digest[digest])
 
-            await asyncio.gather(*(upload(d) for d in missing))
+            async def upload_batch(batch: list[str]) -> None:
+                async with gate:
+                    await self._client.put_blobs(
+                        self._machine_id, [(d, by_digest[d]) for d in batch]
+                    )
+
+            # Small files go many to a request (and to one flush on the hub); large ones alone.
+            large = [d for d in missing if sizes[d] > SMALL_BLOB]
+            batches: list[list[str]] = [[]]
+            filled = 0
+            for digest in (d for d in missing if sizes[d] <= SMALL_BLOB):
+                if filled + sizes[digest] > BATCH_BYTES and batches[-1]:
+                    batches.append([])
+                    filled = 0
+                batches[-1].append(digest)
+                filled += sizes[digest]
+            await asyncio.gather(
+                *(upload(d) for d in large), *(upload_batch(b) for b in batches if b)
+            )
             await self._client.commit_checkpoint(self._machine_id, checkpoint_id, manifest)
             self.taken += 1
             logger.info(

@@ -24,6 +24,7 @@ from agenthub.api.cluster import nodes as cluster_nodes
 from agenthub.api.cluster import workloads as cluster_workloads
 from agenthub.api.gateway import machines as gateway_machines
 from agenthub.api.hub import checkpoints as hub_checkpoints
+from agenthub.api.hub import experiments as hub_experiments
 from agenthub.api.hub import health as hub_health
 from agenthub.api.hub import machines as hub_machines
 from agenthub.api.hub import projects as hub_projects
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             asyncio.create_task(runtime.scheduler.run_forever(), name="scheduler"),
             asyncio.create_task(runtime.machines.run_forever(), name="machine-controller"),
+            asyncio.create_task(runtime.experiments.run_forever(), name="experiments"),
         ]
         try:
             yield
@@ -120,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(hub_machines.router)
     app.include_router(hub_resources.router)
     app.include_router(hub_checkpoints.router)
+    app.include_router(hub_experiments.router)
     app.include_router(orchestration_ws.router)
     app.include_router(cluster_auth.router)
     app.include_router(cluster_health.router)

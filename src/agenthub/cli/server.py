@@ -17,6 +17,7 @@ import typer
 from agenthub import __version__
 from agenthub.cli.context import database, load_settings, migrate
 from agenthub.cli.output import JsonOption, console, emit
+from agenthub.core.processes import die_with_parent
 from agenthub.core.settings import Settings
 
 HostOption = typer.Option("127.0.0.1", "--host", help="Interface to listen on.")
@@ -154,7 +155,7 @@ def _local_agent(
         "--log-level",
         log_level,
     ]
-    child = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)  # noqa: S603 - our own executable
+    child = subprocess.Popen(command, env=env, preexec_fn=die_with_parent)  # noqa: S603 - our own executable
     try:
         yield
     finally:
@@ -165,16 +166,6 @@ def _local_agent(
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait(5)
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the hub process dies without cleaning up (Linux)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def version(as_json: bool = typer.Option(False, "--json", help=JsonOption)) -> None:

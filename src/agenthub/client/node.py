@@ -98,6 +98,25 @@ class NodeClient(MachineTokenClient):
             timeout=_TRANSFER_TIMEOUT_S,
         )
 
+    async def put_blobs(self, machine_id: str, blobs: list[tuple[str, Path]]) -> None:
+        """``POST /blobs/batch``: many small files in one request."""
+
+        def pack() -> bytes:
+            parts: list[bytes] = []
+            for digest, path in blobs:
+                data = path.read_bytes()
+                parts.append(f"{digest} {len(data)}\n".encode())
+                parts.append(data)
+            return b"".join(parts)
+
+        await self._call(
+            "POST",
+            "/blobs/batch",
+            params={"machine_id": machine_id},
+            content=await asyncio.to_thread(pack),
+            timeout=_TRANSFER_TIMEOUT_S,
+        )
+
     async def get_blob(self, machine_id: str, digest: str, into: Path) -> None:
         """``GET /blobs/{digest}``: download one blob into ``into`` (written whole or not at
         all: a temporary name renamed at the end)."""

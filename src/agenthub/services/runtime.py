@@ -31,6 +31,7 @@ from agenthub.services.projects.budgets import ProjectShares
 from agenthub.services.scheduling.leases import Lease, RedisLease, SqlLease
 from agenthub.services.scheduling.protocol import NodeWakeups
 from agenthub.services.scheduling.scheduler import Scheduler
+from agenthub.services.system.experiments import Experiments
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Runtime:
     scheduler: Scheduler
     machines: MachineController
     blobs: BlobStore
+    experiments: Experiments
     wakeups: NodeWakeups
     started_at: float = field(default_factory=time.time)
 
@@ -110,6 +112,7 @@ def build_runtime(settings: Settings) -> Runtime:
             )
         return SqlLease(db, name, holder, settings.scheduler_lease_ttl_s)
 
+    blobs = build_blob_store(settings)
     scheduler = Scheduler(
         db,
         bus,
@@ -132,6 +135,7 @@ def build_runtime(settings: Settings) -> Runtime:
         nodes,
         scheduler,
         MachineController(db, bus, settings, lease("machines")),
-        build_blob_store(settings),
+        blobs,
+        Experiments(db, bus, settings, blobs, holder),
         NodeWakeups(bus),
     )

@@ -17,7 +17,7 @@ from starlette.responses import StreamingResponse
 
 from agenthub.api.deps import RuntimeDep, SessionDep
 from agenthub.api.gateway.auth import MachineDep
-from agenthub.core.errors import NotFound, ValidationFailed
+from agenthub.core.errors import NotFound, PayloadTooLarge, ValidationFailed
 from agenthub.services import events
 from agenthub.services.checkpoints import checkpoints
 from agenthub.services.checkpoints.blobs import BlobMismatch, is_digest
@@ -84,6 +84,55 @@ async def put_blob(
     except BlobMismatch as err:
         raise ValidationFailed(str(err), code="digest_mismatch") from err
     return {"digest": digest, "size": size}
+
+
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+
+
+def parse_batch(body: bytes) -> list[tuple[str, bytes]]:
+    """``<sha256> <size>\n<size bytes>`` repeated."""
+    blobs: list[tuple[str, bytes]] = []
+    at = 0
+    while at < len(body):
+        end = body.find(b"\n", at, at + 100)
+        if end < 0:
+            raise ValidationFailed("malformed blob batch: a header line is missing")
+        try:
+            digest, size_text = body[at:end].decode().split(" ")
+            size = int(size_text)
+        except ValueError as err:
+            raise ValidationFailed("malformed blob batch header") from err
+        _digest(digest)
+        start = end + 1
+        if size < 0 or start + size > len(body):
+            raise ValidationFailed(f"blob batch truncated in {digest}")
+        blobs.append((digest, body[start : start + size]))
+        at = start + size
+    return blobs
+
+
+@router.post("/blobs/batch", status_code=201)
+async def put_blobs(
+    request: Request,
+    principal: MachineDep,
+    runtime: RuntimeDep,
+    machine_id: str = Query(min_length=1, max_length=64),
+) -> dict[str, Any]:
+    """Upload many small blobs in one request (stored with one durability barrier); each must
+    hash to its name, or none is stored."""
+    async with events.unit_of_work(runtime.db, runtime.bus) as session:
+        await protocol.live_node(session, runtime.nodes, principal, machine_id)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BATCH_BYTES:
+            raise PayloadTooLarge(f"a blob batch holds at most {MAX_BATCH_BYTES} bytes")
+    blobs = parse_batch(bytes(body))
+    try:
+        size = await runtime.blobs.put_many(blobs)
+    except BlobMismatch as err:
+        raise ValidationFailed(str(err), code="digest_mismatch") from err
+    return {"stored": len(blobs), "size": size}
 
 
 @router.get("/blobs/{digest}")

@@ -1,6 +1,6 @@
 """All ORM models, imported here so that metadata is complete wherever it is used."""
 
-from agenthub.db.models.checkpoints import Checkpoint, HubSnapshot
+from agenthub.db.models.checkpoints import Checkpoint, Experiment, HubSnapshot
 from agenthub.db.models.events import Event
 from agenthub.db.models.identity import ApiKey, RevokedToken, User
 from agenthub.db.models.nodes import MachineToken, Node, NodeHealthSample, NodeLease, Pool
@@ -13,6 +13,7 @@ __all__ = [
     "Checkpoint",
     "ControllerLease",
     "Event",
+    "Experiment",
     "HubInfo",
     "HubSnapshot",
     "Machine",

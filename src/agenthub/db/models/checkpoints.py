@@ -71,3 +71,29 @@ class HubSnapshot(UUIDPrimaryKey, Base):
     error: Mapped[str | None] = mapped_column(sa.Text, default=None)
     created_at: Mapped[datetime] = mapped_column(index=True)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Experiment(UUIDPrimaryKey, Base):
+    """A second hub started from a hub snapshot with changed settings, for a limited time."""
+
+    __tablename__ = "experiments"
+
+    name: Mapped[str] = mapped_column(sa.String(128))
+    hub_uuid: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    base_checkpoint_id: Mapped[uuid.UUID] = mapped_column(
+        sa.Uuid, sa.ForeignKey("hub_snapshots.id", ondelete="RESTRICT")
+    )
+    configuration_changes: Mapped[dict[str, Any]] = mapped_column(PortableJSON, default=dict)
+    duration_days: Mapped[float] = mapped_column(sa.Float)
+    # starting -> running -> stopped | failed
+    status: Mapped[str] = mapped_column(sa.String(16))
+    url: Mapped[str | None] = mapped_column(sa.String(255), default=None)
+    # Which hub process runs it (only that one can stop it) and its pid there.
+    owner: Mapped[str | None] = mapped_column(sa.String(128), default=None)
+    pid: Mapped[int | None] = mapped_column(default=None)
+    data_dir: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    error: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    created_at: Mapped[datetime] = mapped_column()
+    ends_at: Mapped[datetime] = mapped_column()
+    stop_requested_at: Mapped[datetime | None] = mapped_column(default=None)
+    stopped_at: Mapped[datetime | None] = mapped_column(default=None)
