@@ -9,10 +9,7 @@ hub replica holding its lease, woken by workload and usage events and at least e
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.core.clock import utcnow
-from agenthub.core.events import EventBus, EventDict
+from agenthub.core.events import EventBus
 from agenthub.core.settings import Settings
 from agenthub.db.engine import Database
 from agenthub.db.models import Machine, Project, Workload
@@ -32,7 +29,7 @@ from agenthub.services.machines.status import machine_status
 from agenthub.services.machines.usage import BUDGET_EXHAUSTED, exhausted_budget
 from agenthub.services.projects import ledger
 from agenthub.services.projects.budgets import WARNING_FRACTION, budget_views, day_start
-from agenthub.services.scheduling.leases import Lease
+from agenthub.services.scheduling.leases import Leadership, Lease, run_on_events
 from agenthub.services.scheduling.spec import FINISHED
 
 log = logging.getLogger("agenthub.machines")
@@ -283,39 +280,20 @@ class MachineController:
     """Runs :func:`reconcile` on the replica holding the lease."""
 
     def __init__(self, db: Database, bus: EventBus, settings: Settings, lease: Lease) -> None:
-        self.db, self.bus, self.settings, self.lease = db, bus, settings, lease
-        self.is_leader = False
-        self._renew_at = 0.0
+        self.db, self.bus, self.settings = db, bus, settings
+        self.leadership = Leadership(lease)
 
     async def run_forever(self) -> None:
-        wake = asyncio.Event()
-
-        def wakes(event: EventDict) -> bool:
-            if event.get("type") in WAKE_EVENTS:
-                wake.set()
-            return False
-
-        async with self.bus.subscribe(wakes):
-            try:
-                while True:
-                    wake.clear()
-                    await self.tick()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            wake.wait(), timeout=self.settings.machine_controller_interval_s
-                        )
-            finally:
-                if self.is_leader:
-                    with contextlib.suppress(Exception):
-                        await self.lease.release()
+        try:
+            await run_on_events(
+                self.bus, WAKE_EVENTS, self.settings.machine_controller_interval_s, self.tick
+            )
+        finally:
+            await self.leadership.release()
 
     async def tick(self) -> PassResult | None:
         try:
-            now = time.monotonic()
-            if not self.is_leader or now >= self._renew_at:
-                self.is_leader = await self.lease.acquire()
-                self._renew_at = now + self.lease.ttl_s / 3
-            if self.is_leader:
+            if await self.leadership.check():
                 return await reconcile(self.db, self.bus, self.settings)
         except Exception:  # retried on the next wake or tick
             log.exception("machine controller pass failed")

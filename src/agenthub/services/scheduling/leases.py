@@ -10,12 +10,16 @@ schedulers overlapping for a moment cannot overbook a node or place a workload t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import sqlalchemy as sa
 from redis.asyncio import Redis
 
+from agenthub.core.events import EventBus, EventDict
 from agenthub.db.engine import Database
 from agenthub.db.models import ControllerLease
 
@@ -109,3 +113,49 @@ class SqlLease:
                 .where(ControllerLease.name == self._name, ControllerLease.holder == self.holder)
                 .values(expires_at=0.0)
             )
+
+
+class Leadership:
+    """Whether this process leads a controller: the lease is taken, and renewed at a third of
+    its TTL (a renewal is a write; not one per pass)."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.is_leader = False
+        self._renew_at = 0.0
+
+    async def check(self) -> bool:
+        now = time.monotonic()
+        if not self.is_leader or now >= self._renew_at:
+            self.is_leader = await self.lease.acquire()
+            self._renew_at = now + self.lease.ttl_s / 3
+        return self.is_leader
+
+    async def release(self) -> None:
+        if self.is_leader:
+            with contextlib.suppress(Exception):
+                await self.lease.release()
+            self.is_leader = False
+
+
+async def run_on_events(
+    bus: EventBus,
+    wake_types: frozenset[str],
+    interval_s: float,
+    tick: Callable[[], Awaitable[object]],
+) -> None:
+    """Call ``tick`` whenever an event of ``wake_types`` is published, and at least every
+    ``interval_s``; a burst of events is one wake-up (a flag, never a queue)."""
+    wake = asyncio.Event()
+
+    def wakes(event: EventDict) -> bool:
+        if event.get("type") in wake_types:
+            wake.set()
+        return False
+
+    async with bus.subscribe(wakes):
+        while True:
+            wake.clear()
+            await tick()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=interval_s)

@@ -16,8 +16,6 @@ answer happens (a workload queued or finished, a node ready or changed), and eve
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -30,12 +28,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
 from agenthub.core.clock import utcnow
-from agenthub.core.events import EventBus, EventDict
+from agenthub.core.events import EventBus
 from agenthub.db.engine import Database
 from agenthub.db.models import Node, Workload
 from agenthub.services import events
 from agenthub.services.nodes.state import READY, NodeStates
-from agenthub.services.scheduling.leases import Lease
+from agenthub.services.scheduling.leases import Leadership, Lease, run_on_events
 from agenthub.services.scheduling.placement import (
     DEFAULT_GREEDINESS,
     NodeSlot,
@@ -419,10 +417,8 @@ class Scheduler:
         self.db, self.bus, self.states, self.lease = db, bus, states, lease
         self.shares = shares or DefaultShares()
         self.strategy, self.batch, self.interval_s = strategy, batch, interval_s
-        self.is_leader = False
+        self.leadership = Leadership(lease)
         self.passes = 0
-        # Renewing the lease is a write; a leader renews at a third of its TTL, not per pass.
-        self._renew_at = 0.0
 
     async def run_until_idle(self) -> int:
         """Passes until one places nothing more; returns how many were placed."""
@@ -443,36 +439,17 @@ class Scheduler:
                 return total
 
     async def run_forever(self) -> None:
-        wake = asyncio.Event()
-
-        def wakes(event: EventDict) -> bool:
-            # Only a flag: a burst of thousands of events is one wake-up, never a full queue.
-            if event.get("type") in WAKE_EVENTS:
-                wake.set()
-            return False
-
-        async with self.bus.subscribe(wakes):
-            try:
-                while True:
-                    wake.clear()
-                    await self._tick()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), timeout=self.interval_s)
-            finally:
-                if self.is_leader:
-                    with contextlib.suppress(Exception):
-                        await self.lease.release()
+        try:
+            await run_on_events(self.bus, WAKE_EVENTS, self.interval_s, self._tick)
+        finally:
+            await self.leadership.release()
 
     async def _tick(self) -> None:
         try:
-            now = time.monotonic()
-            leader = self.is_leader
-            if not leader or now >= self._renew_at:
-                leader = await self.lease.acquire()
-                self._renew_at = now + self.lease.ttl_s / 3
-            if leader != self.is_leader:
+            was_leader = self.leadership.is_leader
+            leader = await self.leadership.check()
+            if leader != was_leader:
                 log.info("scheduler %s: %s", self.lease.holder, "leading" if leader else "standby")
-            self.is_leader = leader
             if leader:
                 started = time.perf_counter()
                 placed = await self.run_until_idle()
