@@ -12,9 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
+from agenthub.services.system.experiments import experiment_database
 from tests.api.hub_support import hub_error
-from tests.conftest import new_database
+from tests.conftest import _postgres_admin, new_database
 from tests.support import Backend, HubProcess, bearer, run_cli
 
 pytestmark = pytest.mark.db
@@ -108,13 +110,6 @@ def test_experimental_hubs_start_from_a_snapshot_and_stop(
         "configuration_changes": {"scheduler_strategy": "spread"},
         "experiment_duration_days": 1,
     }
-    if backend.name == "postgres":
-        # A pg_dump snapshot is restored by hand (`agenthub hub restore --database-url`).
-        hub_error(
-            admin.post("/api/v1/hub/spawn-experimental", json=body), 503, "SERVICE_UNAVAILABLE"
-        )
-        admin.close()
-        return
     hub_error(
         admin.post(
             "/api/v1/hub/spawn-experimental",
@@ -177,3 +172,9 @@ def test_experimental_hubs_start_from_a_snapshot_and_stop(
         time.sleep(0.2)
     assert found[0]["status"] == "stopped"
     admin.close()
+    if backend.name == "postgres":
+        # Each experiment of a PostgreSQL hub got its own database on the same server.
+        source = make_url(backend.database_url).database
+        for experiment in (started, short):
+            name = experiment_database(source or "", uuid.UUID(experiment["experiment_id"]))
+            _postgres_admin(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from agenthub.core.clock import isoformat_z, utcnow
 from agenthub.core.errors import Conflict, NotFound, Unavailable, ValidationFailed
@@ -52,6 +54,11 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def experiment_database(source: str, experiment_id: uuid.UUID) -> str:
+    """The PostgreSQL database an experiment of a PostgreSQL hub runs on."""
+    return f"{source}_exp_{experiment_id.hex[:12]}"
 
 
 def check_changes(changes: dict[str, Any]) -> dict[str, str]:
@@ -109,11 +116,11 @@ class Experiments:
                 )
             if snapshot.status != READY:
                 raise Conflict(f"Hub checkpoint {base_checkpoint} is {snapshot.status}.")
-            if snapshot.database_format != "sqlite":
-                raise Unavailable(
-                    "Experiments start from SQLite hub checkpoints; restore a pg_dump one with "
-                    "`agenthub hub restore --database-url` and start it yourself."
-                )
+            database_url = (
+                await self._create_database(experiment_id)
+                if snapshot.database_format == "pg_dump"
+                else None
+            )
             experiment = Experiment(
                 id=experiment_id,
                 name=name,
@@ -128,8 +135,10 @@ class Experiments:
                 ends_at=now + timedelta(days=duration_days),
             )
             session.add(experiment)
-            await restore(session, self.store, base_checkpoint, data_dir=data_dir)
-        url = f"sqlite+aiosqlite:///{data_dir / 'agenthub.db'}"
+            await restore(
+                session, self.store, base_checkpoint, data_dir=data_dir, database_url=database_url
+            )
+        url = database_url or f"sqlite+aiosqlite:///{data_dir / 'agenthub.db'}"
         await self._rename(url, hub_uuid)
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTHUB_")}
@@ -180,6 +189,23 @@ class Experiments:
                 {"experiment_id": str(row.id), "name": name, "url": hub_url, "error": error},
             )
             return row
+
+    async def _create_database(self, experiment_id: uuid.UUID) -> str:
+        """A database for the experiment on the hub's own PostgreSQL server (kept after the
+        experiment stops: its results are in it; ``experiment_database`` names it)."""
+        source = make_url(self.settings.resolved_database_url)
+        name = experiment_database(source.database or "agenthub", experiment_id)
+        engine = create_async_engine(source, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        except sa.exc.DBAPIError as err:
+            raise Unavailable(
+                f"Cannot create the experiment's database {name!r}: {err.orig}"
+            ) from err
+        finally:
+            await engine.dispose()
+        return source.set(database=name).render_as_string(hide_password=False)
 
     async def _rename(self, url: str, hub_uuid: uuid.UUID) -> None:
         """The experiment is another hub: it gets its own uuid."""
