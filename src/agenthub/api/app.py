@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,6 +41,7 @@ from agenthub.services.runtime import build_runtime
 from agenthub.services.system import housekeeping
 
 log = logging.getLogger(__name__)
+SHUTDOWN_WAIT_S = 5.0
 
 OPENAPI_TAGS = [
     {
@@ -97,9 +97,16 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             for task in controllers:
                 task.cancel()
+            # Bounded: a controller stuck in I/O (a database call that does not answer its
+            # cancel) must not keep the process from shutting down.
+            _, stuck = await asyncio.wait(controllers, timeout=SHUTDOWN_WAIT_S)
+            for task in stuck:
+                log.warning(
+                    "controller %s did not stop within %ss", task.get_name(), SHUTDOWN_WAIT_S
+                )
             for task in controllers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("controller %s failed: %r", task.get_name(), task.exception())
             await runtime.close()
 
     app = FastAPI(

@@ -157,5 +157,8 @@ async def run_on_events(
         while True:
             wake.clear()
             await tick()
+            # asyncio.timeout, not wait_for: on 3.11 a cancel that lands as wait_for's timeout
+            # fires can be swallowed, and the loop would outlive its shutdown.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=interval_s)
+                async with asyncio.timeout(interval_s):
+                    await wake.wait()
