@@ -8,6 +8,7 @@ half-written or corrupt blob, whatever happens to the writer.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import functools
 import hashlib
@@ -168,14 +169,16 @@ async def _drain(
     return hasher.hexdigest(), size
 
 
-class _Base:
+class _Base(abc.ABC):
+    """What both stores share: ``put_bytes`` and the generic ``put_many`` over ``put``/``has``."""
+
     name: str
 
-    async def put(self, digest: str, chunks: AsyncIterable[bytes]) -> int:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def put(self, digest: str, chunks: AsyncIterable[bytes]) -> int: ...
 
-    async def has(self, digest: str) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def has(self, digest: str) -> bool: ...
 
     async def put_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
