@@ -113,9 +113,11 @@ async def test_keepalive_outcomes(states: NodeStates) -> None:
 async def test_expiry_is_claimed_exactly_once(states: NodeStates) -> None:
     token = str(uuid.uuid4())
     ids = [f"1000{i:04x}" for i in range(30)]
-    for machine_id in ids:
-        await states.register(_state(machine_id, token, pool="p1"), 1)
     keep = ids[0]
+    # The kept one last and with a longer TTL: registering the others on a loaded machine
+    # must not use up the time it has until its keepalive.
+    for machine_id in [*ids[1:], keep]:
+        await states.register(_state(machine_id, token, pool="p1"), 3 if machine_id == keep else 1)
     assert {s.machine_id for s in await states.live("p1")} == set(ids)
     await asyncio.sleep(0.6)
     assert await _keepalive(states, keep, token, ttl=30) is KeepaliveStatus.OK
