@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
@@ -103,6 +104,9 @@ async def test_openapi_covers_every_surface_with_tags(client: httpx.AsyncClient)
     assert "swagger" in docs.text.lower()
 
 
+CONTROLLERS = {"housekeeping", "node-reaper", "scheduler", "machine-controller", "experiments"}
+
+
 async def test_unhandled_error_is_a_500_in_the_surface_format(hub: HubProcess) -> None:
     """Through the real middleware and app, in process: a route that fails unexpectedly."""
     import os
@@ -138,6 +142,10 @@ async def test_unhandled_error_is_a_500_in_the_surface_format(hub: HubProcess) -
     ):
         hub_500 = await c.get("/api/v1/hub/boom")
         cluster_500 = await c.get("/api/boom")
+        controllers = {t for t in asyncio.all_tasks() if t.get_name() in CONTROLLERS}
+    # Shutdown stops every controller: none is left holding a database or Redis connection.
+    assert {t.get_name() for t in controllers} == CONTROLLERS
+    assert all(t.done() for t in controllers)
     assert hub_500.status_code == 500
     assert hub_500.json()["error"]["code"] == "INTERNAL_ERROR"
     assert "kaboom" not in hub_500.text

@@ -36,6 +36,7 @@ from agenthub.api.orchestration import ws as orchestration_ws
 from agenthub.api.surfaces import render_error
 from agenthub.core.errors import AppError, ErrorKind, NotFound, Unavailable, ValidationFailed
 from agenthub.core.settings import Settings
+from agenthub.core.tasks import cancel_and_wait
 from agenthub.services.nodes import reaper
 from agenthub.services.runtime import build_runtime
 from agenthub.services.system import housekeeping
@@ -95,11 +96,9 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            for task in controllers:
-                task.cancel()
             # Bounded: a controller stuck in I/O (a database call that does not answer its
             # cancel) must not keep the process from shutting down.
-            _, stuck = await asyncio.wait(controllers, timeout=SHUTDOWN_WAIT_S)
+            stuck = await cancel_and_wait(controllers, SHUTDOWN_WAIT_S)
             for task in stuck:
                 log.warning(
                     "controller %s did not stop within %ss", task.get_name(), SHUTDOWN_WAIT_S
