@@ -96,8 +96,12 @@ async def test_a_shell_machine_runs_to_completion(up: UpProcess, admin: httpx.As
     assert done["type"] == "shell"
     assert done["prompt"] == script
     assert done["vm_id"] == spawned["vm_id"]
-    assert done["last_checkpoint"] is None
-    assert done["checkpoints_created"] == 0
+    # The automatic checkpoint of its end: the workspace with the file it was given.
+    final = await settled_checkpoint(admin, machine)
+    assert final["status"] == "ready", final
+    assert final["metadata"]["trigger"] == "machine_completed"
+    assert "notes/hello.txt" in final["file_manifest"]
+    assert (await admin.get(f"/api/v1/machines/{machine}")).json()["checkpoints_created"] == 1
 
     logs = (await admin.get(f"/api/v1/machines/{machine}/logs", params={"tail": 50})).json()
     assert f"start {machine}\n" in logs["logs"]
