@@ -46,6 +46,9 @@ class Backend:
                 "AGENTHUB_RATE_LIMIT_PER_MINUTE": "100000",
                 "AGENTHUB_RATE_LIMIT_PER_HOUR": "1000000",
                 "AGENTHUB_RATE_LIMIT_PER_DAY": "10000000",
+                "AGENTHUB_COLLAB_RATE_LIMIT_PER_MINUTE": "100000",
+                "AGENTHUB_COLLAB_RATE_LIMIT_PER_HOUR": "1000000",
+                "AGENTHUB_COLLAB_RATE_LIMIT_PER_DAY": "10000000",
             }
         )
         if self.redis_url:

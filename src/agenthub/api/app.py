@@ -21,6 +21,11 @@ from agenthub.api.cluster import health as cluster_health
 from agenthub.api.cluster import machine_tokens as cluster_machine_tokens
 from agenthub.api.cluster import nodes as cluster_nodes
 from agenthub.api.cluster import workloads as cluster_workloads
+from agenthub.api.collab import ais as collab_ais
+from agenthub.api.collab import auth as collab_auth
+from agenthub.api.collab import collaborations as collab_collaborations
+from agenthub.api.collab import messages as collab_messages
+from agenthub.api.collab import sessions as collab_sessions
 from agenthub.api.gateway import machines as gateway_machines
 from agenthub.api.hub import checkpoints as hub_checkpoints
 from agenthub.api.hub import experiments as hub_experiments
@@ -130,6 +135,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(hub_checkpoints.router)
     app.include_router(hub_experiments.router)
     app.include_router(orchestration_ws.router)
+    app.include_router(collab_auth.router)
+    app.include_router(collab_ais.router)
+    app.include_router(collab_sessions.router)
+    app.include_router(collab_messages.router)
+    app.include_router(collab_collaborations.router)
     app.include_router(cluster_auth.router)
     app.include_router(cluster_health.router)
     app.include_router(cluster_events.router)

@@ -50,9 +50,20 @@ MACHINE_TOKEN_REFUSED = "Machine tokens may only call the Gateway surface and th
 WORKLOAD_TOKEN_REFUSED = "Workload tokens may only call routes a workload uses about itself."  # noqa: S105 - a message
 
 
+COLLAB_ONLY_REFUSED = (
+    "This AI identity may call only the Collab surface (/api/v1/auth, ai, session, message, "
+    "collaboration, rate-limit) and the event streams; an admin can grant it more."
+)
+
+
 def _refuse_workload(principal: Principal | None) -> None:
     if principal is not None and principal.is_workload:
         raise Forbidden(WORKLOAD_TOKEN_REFUSED, code="workload_token_refused")
+
+
+def _refuse_collab_only(principal: Principal | None) -> None:
+    if principal is not None and principal.collab_only:
+        raise Forbidden(COLLAB_ONLY_REFUSED, code="ai_token_refused")
 
 
 def _caller(connection: HTTPConnection) -> Principal | None:
@@ -78,6 +89,7 @@ async def get_optional_principal(request: Request) -> Principal | None:
     are workload tokens (only routes that take :data:`WorkloadOrPrincipalDep` accept them)."""
     principal = _caller(request)
     _refuse_workload(principal)
+    _refuse_collab_only(principal)
     return principal
 
 
@@ -85,14 +97,52 @@ OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principa
 
 
 async def get_principal(request: Request) -> Principal:
-    """The caller: a user, an API key (or, later, an AI identity); never a machine token
-    nor a workload token."""
+    """The caller: a user, an API key or an AI identity granted more than Collab; never a
+    machine token nor a workload token."""
+    principal = _required(_caller(request))
+    _refuse_workload(principal)
+    _refuse_collab_only(principal)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_collab_principal(request: Request) -> Principal:
+    """Any caller :data:`PrincipalDep` accepts, and every AI identity: the Collab surface's
+    routes and the event streams (where an AI receives its messages)."""
     principal = _required(_caller(request))
     _refuse_workload(principal)
     return principal
 
 
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
+CollabPrincipalDep = Annotated[Principal, Depends(get_collab_principal)]
+
+
+async def get_optional_collab_principal(request: Request) -> Principal | None:
+    """:data:`CollabPrincipalDep` for routes that also serve anonymous callers."""
+    principal = _caller(request)
+    _refuse_workload(principal)
+    if principal is not None and principal.is_machine:
+        raise Forbidden(MACHINE_TOKEN_REFUSED, code="machine_token_refused")
+    return principal
+
+
+OptionalCollabPrincipalDep = Annotated[Principal | None, Depends(get_optional_collab_principal)]
+
+
+async def get_ai(principal: CollabPrincipalDep) -> Principal:
+    """The caller as an AI identity: routes that act as one (send, inbox, sessions...)."""
+    if not principal.is_ai:
+        raise Forbidden(
+            "This route acts as an AI identity: log in with POST /api/v1/auth/login and "
+            "send that token.",
+            code="forbidden",
+        )
+    return principal
+
+
+AiDep = Annotated[Principal, Depends(get_ai)]
 
 
 async def get_workload_or_principal(request: Request) -> Principal:

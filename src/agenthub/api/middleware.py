@@ -138,11 +138,7 @@ class HubMiddleware:
             if principal is not None
             else "ip:" + client_ip(scope, headers, self.runtime.settings.trusted_proxies)
         )
-        limiter = (
-            self.runtime.machine_limiter
-            if principal is not None and principal.is_machine
-            else self.runtime.limiter
-        )
+        limiter = self.runtime.limiter_for(principal)
         try:
             return await limiter.hit(subject)
         except Exception:

@@ -22,6 +22,8 @@ class PrincipalKind(StrEnum):
     MACHINE = "machine"
     # A running workload's token: may call only routes that accept it explicitly.
     WORKLOAD = "workload"
+    # An AI identity of the Collab surface (JWT from /api/v1/auth/login).
+    AI = "ai"
 
 
 class MachineTokenType(StrEnum):
@@ -56,6 +58,9 @@ class Principal:
     # Workload tokens: what the workload runs for (``id`` is the workload's id).
     owner_kind: str | None = None
     owner_id: str | None = None
+    # AI identities: the Collab ``ai_id``, and whether the token may call only the Collab surface.
+    ai_id: int | None = None
+    collab_only: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -68,6 +73,10 @@ class Principal:
     @property
     def is_workload(self) -> bool:
         return self.kind is PrincipalKind.WORKLOAD
+
+    @property
+    def is_ai(self) -> bool:
+        return self.kind is PrincipalKind.AI
 
     @property
     def rate_limit_subject(self) -> str:

@@ -81,6 +81,32 @@ class Settings(BaseSettings):
     rate_limit_per_day: int = Field(
         default=10000, ge=1, description="Requests per principal (or per IP) per day."
     )
+    collab_rate_limit_per_minute: int = Field(
+        default=100, ge=1, description="Requests per AI identity per minute (Collab)."
+    )
+    collab_rate_limit_per_hour: int = Field(
+        default=1000, ge=1, description="Requests per AI identity per hour (Collab)."
+    )
+    collab_rate_limit_per_day: int = Field(
+        default=10000, ge=1, description="Requests per AI identity per day (Collab)."
+    )
+    collab_access_token_ttl_s: int = Field(
+        default=3600, ge=60, description="Lifetime of an AI's access token (JWT), in seconds."
+    )
+    collab_open_registration: bool = Field(
+        default=True,
+        description="Anyone may register an AI identity; false: only admins may.",
+    )
+    collab_open_login: bool = Field(
+        default=False,
+        description="Accept the secret-less login (ai_id, ai_name, ai_nickname); trusted "
+        "networks only.",
+    )
+    collab_online_window_s: int = Field(
+        default=300,
+        ge=1,
+        description="An AI is `online` when it made a request within this many seconds.",
+    )
     rate_limit_enabled: bool = Field(
         default=True, description="Turn request rate limiting off entirely (benchmarks only)."
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from agenthub.core.auth import Principal
 from agenthub.core.events import EventBus, InProcessBus, RedisBus
 from agenthub.core.ratelimit import RateLimiter, RedisRateLimiter, standard_windows
 from agenthub.core.revocation import RedisRevocationStore, RevocationStore
@@ -43,6 +44,8 @@ class Runtime:
     limiter: RateLimiter
     # Machine tokens get their own windows: keepalives of many machines are not user traffic.
     machine_limiter: RateLimiter
+    # AI identities (Collab) have their own limits, per AI.
+    ai_limiter: RateLimiter
     revocations: RevocationStore
     authenticator: Authenticator
     nodes: NodeStates
@@ -52,6 +55,14 @@ class Runtime:
     experiments: Experiments
     wakeups: NodeWakeups
     started_at: float = field(default_factory=time.time)
+
+    def limiter_for(self, principal: Principal | None) -> RateLimiter:
+        """The rate limiter whose windows apply to ``principal`` (by IP when ``None``)."""
+        if principal is not None and principal.is_machine:
+            return self.machine_limiter
+        if principal is not None and principal.is_ai:
+            return self.ai_limiter
+        return self.limiter
 
     async def close(self) -> None:
         await self.wakeups.close()
@@ -73,9 +84,15 @@ def build_runtime(settings: Settings) -> Runtime:
         settings.machine_rate_limit_per_hour,
         settings.machine_rate_limit_per_day,
     )
+    ai_windows = standard_windows(
+        settings.collab_rate_limit_per_minute,
+        settings.collab_rate_limit_per_hour,
+        settings.collab_rate_limit_per_day,
+    )
     redis: Redis | None = None
     limiter: RateLimiter
     machine_limiter: RateLimiter
+    ai_limiter: RateLimiter
     revocations: RevocationStore
     bus: EventBus
     nodes: NodeStates
@@ -91,12 +108,14 @@ def build_runtime(settings: Settings) -> Runtime:
         redis = Redis(connection_pool=pool)
         limiter = RedisRateLimiter(redis, windows, settings.redis_prefix)
         machine_limiter = RedisRateLimiter(redis, machine_windows, settings.redis_prefix)
+        ai_limiter = RedisRateLimiter(redis, ai_windows, settings.redis_prefix)
         revocations = RedisRevocationStore(redis, settings.redis_prefix)
         bus = RedisBus(redis, settings.redis_prefix)
         nodes = RedisNodeStates(redis, settings.redis_prefix)
     else:
         limiter = SqlRateLimiter(db, windows)
         machine_limiter = SqlRateLimiter(db, machine_windows)
+        ai_limiter = SqlRateLimiter(db, ai_windows)
         revocations = SqlRevocationStore(db)
         bus = InProcessBus()
         nodes = SqlNodeStates(db)
@@ -130,6 +149,7 @@ def build_runtime(settings: Settings) -> Runtime:
         bus,
         limiter,
         machine_limiter,
+        ai_limiter,
         revocations,
         authenticator,
         nodes,

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from agenthub.api.cluster.envelope import Envelope, wrap
-from agenthub.api.deps import PrincipalDep, RuntimeDep, SessionDep, websocket_principal
+from agenthub.api.deps import CollabPrincipalDep, RuntimeDep, SessionDep, websocket_principal
 from agenthub.core.auth import Principal
 from agenthub.core.errors import AppError, ValidationFailed
 from agenthub.core.events import EventDict
@@ -30,7 +30,7 @@ def _split(csv: str | None) -> list[str] | None:
 
 @router.get("/events", response_model=Envelope[dict[str, Any]])
 async def list_events(
-    principal: PrincipalDep,
+    principal: CollabPrincipalDep,
     session: SessionDep,
     after_id: int | None = Query(None, ge=0, description="Only events with a greater id."),
     types: str | None = Query(None, description="Comma-separated types; `node.*` wildcards."),
@@ -78,7 +78,7 @@ def _sse(event: EventDict) -> ServerSentEvent:
 
 @router.get("/stream/events", response_class=EventSourceResponse)
 async def stream_events(
-    principal: PrincipalDep,
+    principal: CollabPrincipalDep,
     runtime: RuntimeDep,
     types: str | None = Query(None, description="Comma-separated types; `node.*` wildcards."),
     last_event_id: str | None = Header(None, alias="Last-Event-ID"),

@@ -13,6 +13,18 @@ from agenthub.db.engine import create_engine
 
 target_metadata = Base.metadata
 
+# Full-text search structures that migrations create by hand (0008): SQLite's FTS5 table (and
+# the shadow tables FTS5 makes) and PostgreSQL's generated tsvector column and its index.
+HAND_MADE = ("collab_messages_fts",)
+
+
+def _include_object(obj: object, name: str | None, type_: str, reflected: bool, _: object) -> bool:
+    if type_ == "table" and name and name.startswith(HAND_MADE):
+        return False
+    if type_ == "column" and name == "search" and getattr(obj, "table", None) is not None:
+        return str(obj.table.name) != "collab_messages"  # type: ignore[attr-defined]
+    return not (type_ == "index" and name == "ix_collab_messages_search")
+
 
 def _run(connection: Connection) -> None:
     context.configure(
@@ -20,6 +32,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=_include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -27,4 +27,6 @@ class Event(Base):
     actor: Mapped[str | None] = mapped_column(sa.String(80), default=None)
     project_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid, default=None, index=True)
     tenant_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid, default=None, index=True)
+    # Who besides project/tenant members receives it: ``ai:<id>`` (one AI) or ``ai:*`` (all AIs).
+    audience: Mapped[str | None] = mapped_column(sa.String(32), default=None, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -29,8 +29,17 @@ def to_dict(event: Event) -> EventDict:
         "actor": event.actor,
         "project_id": str(event.project_id) if event.project_id else None,
         "tenant_id": str(event.tenant_id) if event.tenant_id else None,
+        "audience": event.audience,
         "created_at": isoformat_z(event.created_at),
     }
+
+
+BROADCAST = "ai:*"
+
+
+def ai_audience(ai_id: int | None) -> str:
+    """The audience of an event for one AI identity; ``None``: every AI (a broadcast)."""
+    return BROADCAST if ai_id is None else f"ai:{ai_id}"
 
 
 async def record(
@@ -41,14 +50,19 @@ async def record(
     actor: Principal | None = None,
     project_id: uuid.UUID | None = None,
     tenant_id: uuid.UUID | None = None,
+    audience: str | None = None,
 ) -> Event:
-    """Write an event in the caller's transaction; it is published once that commits."""
+    """Write an event in the caller's transaction; it is published once that commits.
+
+    ``audience`` addresses it to AI identities (:func:`ai_audience`) besides the admins and the
+    members of its project or tenant."""
     event = Event(
         type=type,
         data=data,
         actor=actor.rate_limit_subject if actor else None,
         project_id=project_id,
         tenant_id=tenant_id,
+        audience=audience,
     )
     session.add(event)
     await session.flush()
@@ -95,6 +109,7 @@ async def record_many(
                 "actor": None,
                 "project_id": str(row["project_id"]) if row["project_id"] else None,
                 "tenant_id": str(row["tenant_id"]) if row["tenant_id"] else None,
+                "audience": None,
                 "created_at": isoformat_z(created_at),
             }
         )
@@ -146,15 +161,23 @@ async def unit_of_work(db: Database, bus: EventBus) -> AsyncIterator[AsyncSessio
 
 
 def visible_to(principal: Principal) -> Callable[[EventDict], bool]:
-    """Which events a principal may receive: all for admins; else those of its project/tenant."""
+    """Which events a principal may receive: all for admins; else those of its project/tenant,
+    and for an AI identity those addressed to it (a broadcast reaches every AI but its sender)."""
     if principal.is_admin:
         return lambda event: not event.get("ephemeral")
     project = str(principal.project_id) if principal.project_id else None
     tenant = str(principal.tenant_id) if principal.tenant_id else None
+    own = ai_audience(principal.ai_id) if principal.ai_id is not None else None
 
     def accept(event: EventDict) -> bool:
         if event.get("ephemeral"):
             return False
+        audience = event.get("audience")
+        if own is not None and audience is not None:
+            if audience == own:
+                return True
+            if audience == BROADCAST:
+                return bool(event.get("data", {}).get("sender_id") != principal.ai_id)
         return (project is not None and event.get("project_id") == project) or (
             tenant is not None and event.get("tenant_id") == tenant
         )
@@ -194,7 +217,9 @@ async def list_events(
     if after_id is not None:
         stmt = stmt.where(Event.id > after_id)
     if not principal.is_admin:
-        conditions = []
+        conditions: list[sa.ColumnElement[bool]] = []
+        if principal.ai_id is not None:
+            conditions.append(Event.audience.in_([ai_audience(principal.ai_id), BROADCAST]))
         if principal.project_id:
             conditions.append(Event.project_id == principal.project_id)
         if principal.tenant_id:
@@ -209,6 +234,7 @@ async def list_events(
         batch = (await session.scalars(stmt.limit(limit * 2))).all()
         if not batch:
             break
-        found.extend(to_dict(e) for e in batch if match(e.type))
+        visible = visible_to(principal)
+        found.extend(d for d in map(to_dict, batch) if match(d["type"]) and visible(d))
         stmt = stmt.where(Event.id > batch[-1].id)
     return found[:limit]

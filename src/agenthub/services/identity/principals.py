@@ -25,6 +25,7 @@ from agenthub.core.security import (
 )
 from agenthub.db.engine import Database
 from agenthub.db.models import ApiKey, User
+from agenthub.services.identity import ais
 from agenthub.services.nodes.tokens import MachineTokenCache, resolve_machine_token
 from agenthub.services.scheduling.tokens import resolve_workload_token
 
@@ -112,6 +113,8 @@ class Authenticator:
             raise Unauthorized("Invalid token.", code="invalid_token") from exc
         if await self._revocations.is_revoked(claims.jti):
             raise Unauthorized("Token has been revoked.", code="invalid_token")
+        if ais.is_ai_token(claims):
+            return await ais.resolve(self._db, claims)
         try:
             user_id = uuid.UUID(claims.subject)
         except ValueError as exc:

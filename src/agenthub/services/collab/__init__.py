@@ -1,0 +1,1 @@
+"""The Collab domain: sessions, messages and collaborations between AI identities."""

@@ -1,0 +1,292 @@
+"""AI identities: registration, profiles, login with a secret, AI tokens, and resolving them.
+
+An AI logs in with its ``ai_id``, ``ai_name`` and the ``secret`` it was given once at
+registration (or, with ``AGENTHUB_COLLAB_OPEN_LOGIN``, without the secret). Its tokens are the
+same JWTs users get, with ``kind: ai`` in their claims, so logout, refresh rotation and
+revocation work the same way for both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agenthub.core.auth import Principal, PrincipalKind, Role
+from agenthub.core.clock import utcnow
+from agenthub.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
+from agenthub.core.revocation import RevocationStore
+from agenthub.core.security import InvalidToken, TokenClaims, decode_token, encode_token
+from agenthub.core.settings import Settings
+from agenthub.db.engine import Database
+from agenthub.db.models import AiIdentity
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+ACCESS_LEVELS = ("collab", "member")
+# last_seen is written at most this often per AI: activity is tracked without a write per call.
+LAST_SEEN_RESOLUTION_S = 15
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def ai_not_found(ai_id: int) -> NotFound:
+    return NotFound(f"AI profile {ai_id} not found", code="ai_not_found")
+
+
+@dataclass(frozen=True)
+class Registered:
+    ai: AiIdentity
+    secret: str
+
+
+async def register(
+    session: AsyncSession,
+    settings: Settings,
+    caller: Principal | None,
+    *,
+    name: str,
+    nickname: str | None,
+    expertise: str | None,
+    version: str | None,
+    project: str | None,
+    machine_id: uuid.UUID | None = None,
+    project_id: uuid.UUID | None = None,
+) -> Registered:
+    """A new AI identity; its secret is returned here once and only its hash is kept."""
+    if not settings.collab_open_registration and (caller is None or not caller.is_admin):
+        raise Forbidden(
+            "Registration is restricted to admins on this hub "
+            "(AGENTHUB_COLLAB_OPEN_REGISTRATION=false).",
+            code="forbidden",
+        )
+    if not NAME_RE.match(name):
+        raise ValidationFailed(
+            "ai_name must be 1-64 characters: letters, digits, '_', '.', '-' "
+            "(starting with a letter or digit)",
+            details={"field": "ai_name"},
+        )
+    secret = secrets.token_urlsafe(32)
+    ai = AiIdentity(
+        name=name,
+        nickname=nickname or name,
+        expertise=expertise,
+        version=version,
+        project=project,
+        secret_hash=hash_secret(secret),
+        machine_id=machine_id,
+        project_id=project_id,
+        created_by=caller.rate_limit_subject if caller else None,
+    )
+    # The unique index decides between racing registrations of one name.
+    try:
+        async with session.begin_nested():
+            session.add(ai)
+    except sa.exc.IntegrityError as exc:
+        raise name_exists() from exc
+    return Registered(ai, secret)
+
+
+def name_exists() -> ValidationFailed:
+    return ValidationFailed(
+        "AI name already exists", code="ai_name_exists", details={"field": "ai_name"}
+    )
+
+
+async def get(session: AsyncSession, ai_id: int) -> AiIdentity:
+    ai = await session.get(AiIdentity, ai_id)
+    if ai is None or not ai.is_active:
+        raise ai_not_found(ai_id)
+    return ai
+
+
+def is_online(ai: AiIdentity, settings: Settings, now: datetime | None = None) -> bool:
+    if ai.last_seen is None:
+        return False
+    return (now or utcnow()) - ai.last_seen <= timedelta(seconds=settings.collab_online_window_s)
+
+
+async def list_ais(
+    session: AsyncSession,
+    *,
+    limit: int,
+    offset: int,
+    expertise: str | None = None,
+) -> tuple[list[AiIdentity], int]:
+    stmt = sa.select(AiIdentity).where(AiIdentity.is_active.is_(True))
+    if expertise:
+        stmt = stmt.where(AiIdentity.expertise == expertise)
+    total = await session.scalar(sa.select(sa.func.count()).select_from(stmt.subquery()))
+    rows = await session.scalars(stmt.order_by(AiIdentity.id).limit(limit).offset(offset))
+    return list(rows), int(total or 0)
+
+
+async def update(
+    session: AsyncSession, caller: Principal, ai_id: int, changes: dict[str, Any]
+) -> AiIdentity:
+    """Change a profile: the AI itself or an admin; ``access`` only by an admin."""
+    ai = await get(session, ai_id)
+    if not caller.is_admin and caller.ai_id != ai.id:
+        raise Forbidden("Not authorized to update this AI profile", code="forbidden")
+    if "access" in changes:
+        if not caller.is_admin:
+            raise Forbidden("Only an admin may change an AI's access", code="forbidden")
+        if changes["access"] not in ACCESS_LEVELS:
+            raise ValidationFailed(f"access must be one of {', '.join(ACCESS_LEVELS)}")
+        ai.access = changes["access"]
+    for field, column in (
+        ("ai_nickname", "nickname"),
+        ("expertise", "expertise"),
+        ("version", "version"),
+        ("project", "project"),
+    ):
+        if field in changes:
+            setattr(ai, column, changes[field])
+    ai.updated_at = utcnow()
+    await session.flush()
+    return ai
+
+
+@dataclass(frozen=True)
+class AiTokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    ai: AiIdentity
+
+
+def issue_tokens(settings: Settings, ai: AiIdentity) -> AiTokens:
+    claims = {"kind": "ai", "ai_id": ai.id}
+    refresh_token, refresh_claims = encode_token(
+        settings.secret_key,
+        subject=str(ai.principal_id),
+        use="refresh",
+        ttl_s=settings.refresh_token_ttl_s,
+        extra=claims,
+    )
+    # The access token names its refresh token, so logout revokes both at once.
+    access_token, _ = encode_token(
+        settings.secret_key,
+        subject=str(ai.principal_id),
+        use="access",
+        ttl_s=settings.collab_access_token_ttl_s,
+        extra={
+            **claims,
+            "name": ai.name,
+            "rjti": refresh_claims.jti,
+            "rexp": int(refresh_claims.expires_at.timestamp()),
+        },
+    )
+    return AiTokens(access_token, refresh_token, settings.collab_access_token_ttl_s, ai)
+
+
+def invalid_credentials() -> Unauthorized:
+    return Unauthorized("Invalid credentials", code="invalid_credentials")
+
+
+async def login(
+    db: Database,
+    settings: Settings,
+    *,
+    ai_id: int,
+    ai_name: str,
+    secret: str | None,
+) -> AiTokens:
+    """Check ``ai_id`` + ``ai_name`` + ``secret`` (the secret may be left out only with open
+    login on) and issue a token pair. Every failure is the same 401."""
+    async with db.session() as session:
+        ai = await session.get(AiIdentity, ai_id)
+        if ai is None or not ai.is_active or ai.name != ai_name:
+            raise invalid_credentials()
+        if secret is None:
+            if not settings.collab_open_login:
+                raise Unauthorized(
+                    "Invalid credentials: this hub requires the AI's secret to log in",
+                    code="invalid_credentials",
+                )
+        elif not hmac.compare_digest(ai.secret_hash, hash_secret(secret)):
+            raise invalid_credentials()
+        ai.last_seen = utcnow()
+    return issue_tokens(settings, ai)
+
+
+def _ai_claims(settings: Settings, token: str, use: str) -> TokenClaims:
+    try:
+        claims = decode_token(settings.secret_key, token, use=use)  # type: ignore[arg-type]
+    except InvalidToken as exc:
+        code = "token_expired" if exc.reason == "expired" else "invalid_token"
+        message = "Token has expired" if exc.reason == "expired" else "Invalid token"
+        raise Unauthorized(message, code=code) from exc
+    if claims.extra.get("kind") != "ai" or not isinstance(claims.extra.get("ai_id"), int):
+        raise Unauthorized("Invalid token: not an AI identity's token", code="invalid_token")
+    return claims
+
+
+async def refresh(
+    db: Database, revocations: RevocationStore, settings: Settings, *, refresh_token: str
+) -> AiTokens:
+    """A new pair for an AI's refresh token; the old refresh token stops working (rotation)."""
+    claims = _ai_claims(settings, refresh_token, "refresh")
+    async with db.session() as session:
+        ai = await session.get(AiIdentity, claims.extra["ai_id"])
+    if ai is None or not ai.is_active or str(ai.principal_id) != claims.subject:
+        raise Unauthorized("Invalid refresh token", code="invalid_token")
+    # Claiming the token is the check: of concurrent refreshes with one token, one wins.
+    if not await revocations.revoke(claims.jti, claims.expires_at):
+        raise Unauthorized("Refresh token has been revoked", code="invalid_token")
+    return issue_tokens(settings, ai)
+
+
+def is_ai_token(claims: TokenClaims) -> bool:
+    return claims.extra.get("kind") == "ai"
+
+
+async def resolve(db: Database, claims: TokenClaims) -> Principal:
+    """The principal of a valid, unrevoked AI access token (the caller checked both); notes
+    the AI's activity (``last_seen``) at most every few seconds."""
+    ai_id = claims.extra.get("ai_id")
+    if not isinstance(ai_id, int):
+        raise Unauthorized("Invalid token", code="invalid_token")
+    now = utcnow()
+    async with db.sessionmaker() as session:
+        ai = await session.get(AiIdentity, ai_id)
+        if ai is None or not ai.is_active or str(ai.principal_id) != claims.subject:
+            raise Unauthorized("Invalid token", code="invalid_token")
+        stale = now - timedelta(seconds=LAST_SEEN_RESOLUTION_S)
+        if ai.last_seen is None or ai.last_seen < stale:
+            # Conditional, so replicas seeing the same AI at once write it once.
+            await session.execute(
+                sa.update(AiIdentity)
+                .where(
+                    AiIdentity.id == ai_id,
+                    sa.or_(AiIdentity.last_seen.is_(None), AiIdentity.last_seen < stale),
+                )
+                .values(last_seen=now)
+            )
+            await session.commit()
+        refresh_exp = claims.extra.get("rexp")
+        return Principal(
+            kind=PrincipalKind.AI,
+            id=ai.principal_id,
+            name=ai.name,
+            role=Role(ai.role),
+            project_id=ai.project_id,
+            tenant_id=ai.tenant_id,
+            token_jti=claims.jti,
+            token_expires_at=claims.expires_at,
+            refresh_jti=claims.extra.get("rjti"),
+            refresh_expires_at=datetime.fromtimestamp(int(refresh_exp), now.tzinfo)
+            if refresh_exp
+            else None,
+            ai_id=ai.id,
+            collab_only=ai.access == "collab",
+        )
