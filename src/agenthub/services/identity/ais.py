@@ -189,6 +189,48 @@ def issue_tokens(settings: Settings, ai: AiIdentity) -> AiTokens:
     return AiTokens(access_token, refresh_token, settings.collab_access_token_ttl_s, ai)
 
 
+def mint_access_token(secret_key: str, ai: AiIdentity, ttl_s: int) -> str:
+    """An access token of ``ai`` without a refresh token: the credential a running machine is
+    given for its Collab identity, valid for the run (``ttl_s``)."""
+    token, _ = encode_token(
+        secret_key,
+        subject=str(ai.principal_id),
+        use="access",
+        ttl_s=ttl_s,
+        extra={"kind": "ai", "ai_id": ai.id, "name": ai.name},
+    )
+    return token
+
+
+async def create_for_machine(
+    session: AsyncSession,
+    *,
+    machine_id: uuid.UUID,
+    machine_type: str,
+    project_name: str,
+    project_id: uuid.UUID,
+    tenant_id: uuid.UUID | None,
+    created_by: Principal,
+) -> AiIdentity:
+    """The Collab identity of an Intelligent Machine: it logs in with the token its run is
+    given (``AGENTHUB_COLLAB_TOKEN``), never with a secret, so none is handed out."""
+    ai = AiIdentity(
+        name=f"machine-{machine_id.hex[:16]}",
+        nickname=f"{machine_type} machine",
+        expertise=machine_type,
+        project=project_name,
+        # No one knows this secret: login with one is impossible by design.
+        secret_hash=hash_secret(secrets.token_urlsafe(32)),
+        project_id=project_id,
+        tenant_id=tenant_id,
+        machine_id=machine_id,
+        created_by=created_by.rate_limit_subject,
+    )
+    session.add(ai)
+    await session.flush()
+    return ai
+
+
 def invalid_credentials() -> Unauthorized:
     return Unauthorized("Invalid credentials", code="invalid_credentials")
 

@@ -25,6 +25,7 @@ from agenthub.core.settings import Settings
 from agenthub.db.models import Checkpoint, Machine, Project, Workload, WorkloadLog
 from agenthub.services import events
 from agenthub.services.checkpoints import checkpoints
+from agenthub.services.identity import ais
 from agenthub.services.machines.status import ENDED, WORKING, machine_status, status_condition
 from agenthub.services.machines.types import MachineType, render, resolve
 from agenthub.services.projects import projects as project_service
@@ -260,6 +261,16 @@ async def spawn(
     )
     session.add(machine)
     await session.flush()
+    # Every running agent has a Collab identity; its run gets that identity's token.
+    await ais.create_for_machine(
+        session,
+        machine_id=machine_id,
+        machine_type=machine_type.name,
+        project_name=project.name,
+        project_id=project.id,
+        tenant_id=project.tenant_id,
+        created_by=principal,
+    )
     await record(session, machine, "machine.spawned", actor=principal, status="spawning")
     return MachineRecord(machine, workload), guess
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from agenthub.core.clock import utcnow
 from agenthub.core.errors import NotFound, Unauthorized
 from agenthub.core.events import EventBus, EventDict
 from agenthub.db.engine import Database
-from agenthub.db.models import Node, Workload
+from agenthub.db.models import AiIdentity, Node, Workload
 from agenthub.services import events
 from agenthub.services.checkpoints import checkpoints
 from agenthub.services.nodes.gateway import require_machine
@@ -47,7 +47,9 @@ REPORTABLE = (STARTING, RUNNING, SUCCEEDED, FAILED, TERMINATED)
 _WAKE_TYPES = ("workload.scheduled", "workload.cancel_requested", "checkpoint.requested")
 # The env variable a run finds its workload token in (see services/scheduling/tokens.py).
 TOKEN_ENV = "AGENTHUB_TOKEN"  # noqa: S105 - a variable name, not a secret
-TokenMinter = Callable[[Workload], str]
+# Makes the credentials of one assignment, as env entries: the workload token and, for a run
+# with a Collab identity (an Intelligent Machine's), that identity's id and access token.
+TokenMinter = Callable[[Workload, AiIdentity | None], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -86,12 +88,10 @@ class PollResult:
         return bool(self.assignments or self.cancel or self.snapshots)
 
 
-def assignment(workload: Workload, *, token: str | None = None) -> dict[str, Any]:
-    """What a node agent needs to start a run of ``workload``; ``token``, when given, is put
-    in its env as ``AGENTHUB_TOKEN`` (over any value the spec set: the hub owns that name)."""
-    env = dict(workload.env)
-    if token is not None:
-        env[TOKEN_ENV] = token
+def assignment(workload: Workload, *, credentials: dict[str, str] | None = None) -> dict[str, Any]:
+    """What a node agent needs to start a run of ``workload``; ``credentials`` (from a
+    :data:`TokenMinter`) go in its env over any value the spec set: the hub owns those names."""
+    env = {**workload.env, **(credentials or {})}
     return {
         "workload_id": str(workload.id),
         "attempt": workload.attempt,
@@ -135,6 +135,21 @@ async def live_node(
     return node
 
 
+async def _collab_identities(
+    session: AsyncSession, placed: Sequence[Workload]
+) -> dict[str, AiIdentity]:
+    """The Collab identities of the machines about to start, by machine id (one query)."""
+    owners = [
+        uuid.UUID(w.owner_id)
+        for w in placed
+        if w.status == SCHEDULED and w.owner_kind == "machine" and w.owner_id
+    ]
+    if not owners:
+        return {}
+    rows = await session.scalars(sa.select(AiIdentity).where(AiIdentity.machine_id.in_(owners)))
+    return {str(ai.machine_id): ai for ai in rows}
+
+
 async def sync(
     session: AsyncSession,
     states: NodeStates,
@@ -155,6 +170,7 @@ async def sync(
     result = PollResult()
     reported = {(r.workload_id, r.attempt) for r in running}
     placed = await workloads.placed_on(session, machine_id)
+    identities = await _collab_identities(session, placed) if mint_token is not None else {}
     for workload in placed:
         key = (workload.id, workload.attempt)
         if key in reported:
@@ -163,8 +179,12 @@ async def sync(
                 reason = workload.cancel_reason or "cancelled"
                 result.cancel.append(_cancel(workload.id, workload.attempt, reason))
         elif workload.status == SCHEDULED:
-            token = mint_token(workload) if mint_token is not None else None
-            result.assignments.append(assignment(workload, token=token))
+            credentials = (
+                mint_token(workload, identities.get(workload.owner_id or ""))
+                if mint_token is not None
+                else None
+            )
+            result.assignments.append(assignment(workload, credentials=credentials))
         else:
             # Started here, but the agent no longer has it: it restarted, or the run died
             # with it. The restart policy decides whether it runs again.

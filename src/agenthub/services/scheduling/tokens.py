@@ -19,8 +19,9 @@ from agenthub.core.security import (
     encode_token,
 )
 from agenthub.db.engine import Database
-from agenthub.db.models import Workload
-from agenthub.services.scheduling.protocol import TokenMinter
+from agenthub.db.models import AiIdentity, Workload
+from agenthub.services.identity import ais
+from agenthub.services.scheduling.protocol import TOKEN_ENV, TokenMinter
 from agenthub.services.scheduling.spec import PLACED
 
 # A run without a timeout may run for days; one with a timeout needs its token a little longer
@@ -58,11 +59,21 @@ def mint_workload_token(secret_key: str, workload: Workload) -> str:
     return WORKLOAD_TOKEN_PREFIX + token
 
 
-def token_minter(secret_key: str) -> TokenMinter:
-    """What the work protocol calls to mint each assignment's token."""
+AI_ID_ENV = "AGENTHUB_AI_ID"
+COLLAB_TOKEN_ENV = "AGENTHUB_COLLAB_TOKEN"  # noqa: S105 - a variable name, not a secret
 
-    def mint(workload: Workload) -> str:
-        return mint_workload_token(secret_key, workload)
+
+def token_minter(secret_key: str) -> TokenMinter:
+    """What the work protocol calls to mint each assignment's credentials: the workload token
+    and, for a run with a Collab identity, an access token of that AI lasting as long as the
+    run may (the identity's own, so it messages and collaborates as itself)."""
+
+    def mint(workload: Workload, ai: AiIdentity | None) -> dict[str, str]:
+        env = {TOKEN_ENV: mint_workload_token(secret_key, workload)}
+        if ai is not None:
+            env[AI_ID_ENV] = str(ai.id)
+            env[COLLAB_TOKEN_ENV] = ais.mint_access_token(secret_key, ai, token_ttl_s(workload))
+        return env
 
     return mint
 
