@@ -21,10 +21,10 @@ from agenthub.agent.snapshot import (
     BlobError,
     Manifest,
     blob_path,
-    diff_manifests,
     materialize,
     scan,
 )
+from agenthub.services.checkpoints.checkpoints import diff_manifests
 
 DIGEST_A = "a" * 64
 DIGEST_B = "b" * 64
@@ -451,12 +451,10 @@ def test_diff_manifests() -> None:
         "new": _file(),
         "typed": _file(),  # "type": "file" and no type are the same thing
     }
-    assert diff_manifests(a, b) == (
-        ["new"],
-        ["became-dir", "content", "link", "mode"],
-        ["gone"],
-    )
-    assert diff_manifests(b, a) == (["gone"], ["became-dir", "content", "link", "mode"], ["new"])
+    # Directories are in manifests so that empty ones survive a restore; they are not files,
+    # so a file that became a directory was deleted.
+    assert diff_manifests(a, b) == (["new"], ["content", "link", "mode"], ["became-dir", "gone"])
+    assert diff_manifests(b, a) == (["became-dir", "gone"], ["content", "link", "mode"], ["new"])
     assert diff_manifests(a, a) == ([], [], [])
 
 

@@ -337,22 +337,6 @@ def _kind(entry: dict[str, Any]) -> str:
     return str(entry.get("type") or "file")
 
 
-def diff_manifests(a: Manifest, b: Manifest) -> tuple[list[str], list[str], list[str]]:
-    """(added, modified, deleted) going from ``a`` to ``b``, each sorted.
-
-    An entry is modified when its content digest, mode, type or symlink target differs.
-    """
-    added = sorted(b.keys() - a.keys())
-    deleted = sorted(a.keys() - b.keys())
-    modified = sorted(
-        path
-        for path in a.keys() & b.keys()
-        if (_kind(a[path]), a[path].get("sha256"), a[path].get("mode"), a[path].get("target"))
-        != (_kind(b[path]), b[path].get("sha256"), b[path].get("mode"), b[path].get("target"))
-    )
-    return added, modified, deleted
-
-
 @dataclass(frozen=True)
 class _Want:
     kind: str  # "file", "symlink" or "dir"

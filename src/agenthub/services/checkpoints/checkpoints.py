@@ -202,9 +202,19 @@ def diff_manifests(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], lis
     b = {p: e for p, e in b.items() if e.get("type") != "dir"}
     added = sorted(set(b) - set(a))
     deleted = sorted(set(a) - set(b))
-    keys = ("sha256", "mode", "type", "target")
-    modified = sorted(p for p in set(a) & set(b) if any(a[p].get(k) != b[p].get(k) for k in keys))
+    modified = sorted(p for p in set(a) & set(b) if _identity(a[p]) != _identity(b[p]))
     return added, modified, deleted
+
+
+def _identity(entry: dict[str, Any]) -> tuple[Any, ...]:
+    # A missing type means a regular file: manifests from a node scan and from an uploaded
+    # archive must compare equal for the same file.
+    return (
+        entry.get("type") or "file",
+        entry.get("sha256"),
+        entry.get("mode"),
+        entry.get("target"),
+    )
 
 
 def summary(added: list[str], modified: list[str], deleted: list[str]) -> str:
