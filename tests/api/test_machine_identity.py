@@ -92,4 +92,4 @@ async def test_a_machine_run_gets_its_own_collab_identity(
         )
         assert login.status_code == 401
     finally:
-        await node.stop()
+        await node.close()

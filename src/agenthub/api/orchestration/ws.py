@@ -33,7 +33,11 @@ CHANNELS: dict[str, str | None] = {
     "tasks": None,
     "workflow_execution": "execution_id",
     "system_status": None,
+    # Collab: an AI's messages and its collaborations (an AI is subscribed to both on connect).
+    "messages": None,
+    "collaborations": None,
 }
+COLLAB_CHANNELS = ("messages", "collaborations")
 # internal event type → (frame type, channels that carry it, id key)
 EVENT_FRAMES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "task.updated": ("task_update", ("task", "tasks"), "task_id"),
@@ -44,6 +48,15 @@ EVENT_FRAMES: dict[str, tuple[str, tuple[str, ...], str]] = {
         ("workflow_execution",),
         "execution_id",
     ),
+    "collab.message": ("new_message", ("messages",), "message_id"),
+    **{
+        f"collab.collaboration.{change}": (
+            "collaboration_update",
+            ("collaborations",),
+            "collaboration_id",
+        )
+        for change in ("requested", "responded", "progress", "completed")
+    },
 }
 
 
@@ -157,6 +170,9 @@ async def orchestration_ws(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     conn = Connection(websocket, runtime)
+    if principal.is_ai:
+        # What is addressed to an AI reaches it without asking (visibility still applies).
+        conn.subs.channels.update(COLLAB_CHANNELS)
     visible = events.visible_to(principal)
     await websocket.send_json(
         frame(

@@ -1,0 +1,397 @@
+"""Collab messages: sending (to one AI or to all), inboxes with read state, sent lists,
+soft deletion, and full-text search.
+
+A message is one ``collab_messages`` row; who received it is one ``collab_deliveries`` row per
+recipient (a broadcast is delivered to every other AI active when it is sent, so AIs that
+register later do not see old broadcasts). Deleting is soft: a deleted message disappears from
+every inbox, sent list and search, and its deliveries stay for the record.
+
+Each operation is a fixed, small number of statements whatever the number of recipients: the
+send path is the hot one (a benchmark targets thousands of messages a second).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from agenthub.core.auth import Principal
+from agenthub.core.clock import isoformat_z, utcnow
+from agenthub.core.errors import Forbidden, NotFound, ValidationFailed
+from agenthub.core.pagination import Page
+from agenthub.db.models import AiIdentity, CollabMessage, MessageDelivery
+from agenthub.db.types import PortableJSON, UTCDateTime
+from agenthub.services import events
+from agenthub.services.identity.ais import ai_not_found
+
+EVENT_TYPE = "collab.message"
+_Sender = aliased(AiIdentity, name="sender")
+
+
+@dataclass(frozen=True)
+class MessageView:
+    """A message as the Collab surface shows it; ``read`` is set only in an inbox."""
+
+    message_id: int
+    sender_id: int
+    sender_name: str
+    target_ai_id: int | None
+    conversation_id: int | None
+    message_type: str
+    content: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    read: bool | None = None
+
+
+@dataclass(frozen=True)
+class Inbox:
+    messages: list[MessageView]
+    total: int
+    unread_count: int
+
+
+def _ai_id(principal: Principal) -> int:
+    # AiDep guarantees an AI principal; this narrows the type and guards a misuse.
+    if principal.ai_id is None:
+        raise Forbidden("This action needs an AI identity.", code="forbidden")
+    return principal.ai_id
+
+
+async def send(
+    session: AsyncSession,
+    sender: Principal,
+    *,
+    content: str,
+    message_type: str = "message",
+    target_ai_id: int | None = None,
+    conversation_id: int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> MessageView:
+    """Send a message to ``target_ai_id``, or to every other active AI when it is ``None``.
+
+    An unknown or inactive target is ``AI_NOT_FOUND`` (404). An AI may send a message to itself
+    (a note to self): it lands in its own inbox like any other, since refusing it would protect
+    nothing. A ``collab.message`` event carries the message to connected recipients after the
+    commit. Statements: the message insert, the delivery insert, the event insert.
+    """
+    sender_id = _ai_id(sender)
+    meta = metadata or {}
+    now = utcnow()
+    columns = {
+        "sender_id": sa.literal(sender_id, sa.BigInteger),
+        "conversation_id": sa.literal(conversation_id, sa.BigInteger),
+        "message_type": sa.literal(message_type, sa.String),
+        "content": sa.literal(content, sa.Text),
+        "metadata": sa.literal(meta, PortableJSON),
+        "created_at": sa.literal(now, UTCDateTime()),
+    }
+    inserted = sa.insert(CollabMessage).returning(CollabMessage.id)
+    if target_ai_id is None:
+        result = await session.execute(inserted.values(target_ai_id=None, **columns))
+        message_id: int = result.scalar_one()
+    else:
+        # The target check and the insert are one statement: the row is inserted only if the
+        # target exists and is active, so a direct send costs no extra round trip.
+        only_if_target = sa.select(AiIdentity.id, *columns.values()).where(
+            AiIdentity.id == target_ai_id, AiIdentity.is_active.is_(True)
+        )
+        found = await session.scalar(
+            inserted.from_select(["target_ai_id", *columns], only_if_target)
+        )
+        if found is None:
+            raise ai_not_found(target_ai_id)
+        message_id = found
+    await _deliver(session, message_id, sender_id, target_ai_id, conversation_id)
+    view = MessageView(
+        message_id=message_id,
+        sender_id=sender_id,
+        sender_name=sender.name,
+        target_ai_id=target_ai_id,
+        conversation_id=conversation_id,
+        message_type=message_type,
+        content=content,
+        metadata=meta,
+        created_at=now,
+    )
+    data = {**asdict(view), "created_at": isoformat_z(now)}
+    del data["read"]
+    await events.record(
+        session,
+        EVENT_TYPE,
+        data,
+        actor=sender,
+        audience=events.ai_audience(target_ai_id),
+    )
+    return view
+
+
+async def _deliver(
+    session: AsyncSession,
+    message_id: int,
+    sender_id: int,
+    target_ai_id: int | None,
+    conversation_id: int | None,
+) -> None:
+    if target_ai_id is not None:
+        await session.execute(
+            sa.insert(MessageDelivery).values(
+                message_id=message_id, recipient_id=target_ai_id, conversation_id=conversation_id
+            )
+        )
+        return
+    # A broadcast: one INSERT ... SELECT writes every recipient's row in the database, without
+    # reading the recipients into Python or sending a row per recipient.
+    recipients = sa.select(
+        sa.literal(message_id, sa.BigInteger),
+        AiIdentity.id,
+        sa.literal(conversation_id, sa.BigInteger),
+    ).where(AiIdentity.is_active.is_(True), AiIdentity.id != sender_id)
+    await session.execute(
+        sa.insert(MessageDelivery).from_select(
+            ["message_id", "recipient_id", "conversation_id"], recipients
+        )
+    )
+
+
+def _view(row: sa.Row[Any], *, read: bool | None = None) -> MessageView:
+    return MessageView(
+        message_id=row.id,
+        sender_id=row.sender_id,
+        sender_name=row.sender_name,
+        target_ai_id=row.target_ai_id,
+        conversation_id=row.conversation_id,
+        message_type=row.message_type,
+        content=row.content,
+        metadata=row.meta or {},
+        created_at=row.created_at,
+        read=read,
+    )
+
+
+_MESSAGE_COLUMNS = (
+    CollabMessage.id,
+    CollabMessage.sender_id,
+    _Sender.name.label("sender_name"),
+    CollabMessage.target_ai_id,
+    CollabMessage.conversation_id,
+    CollabMessage.message_type,
+    CollabMessage.content,
+    CollabMessage.meta,
+    CollabMessage.created_at,
+)
+
+
+async def inbox(
+    session: AsyncSession,
+    ai: Principal,
+    page: Page,
+    *,
+    unread_only: bool = False,
+    conversation_id: int | None = None,
+) -> Inbox:
+    """The caller's received messages, newest first, and mark the returned ones read.
+
+    Each message's ``read`` is its state before this call. ``total`` counts the messages
+    matching the filters and ``unread_count`` all the caller's unread messages, both as they
+    were before this call marked the page read. Statements: the page, both counts in one
+    aggregate, and one UPDATE for the page's unread messages.
+    """
+    me = _ai_id(ai)
+    mine = (MessageDelivery.recipient_id == me, CollabMessage.deleted_at.is_(None))
+    filters: list[sa.ColumnElement[bool]] = []
+    if unread_only:
+        filters.append(MessageDelivery.read_at.is_(None))
+    if conversation_id is not None:
+        filters.append(MessageDelivery.conversation_id == conversation_id)
+    rows = (
+        await session.execute(
+            sa.select(*_MESSAGE_COLUMNS, MessageDelivery.read_at)
+            .select_from(MessageDelivery)
+            .join(CollabMessage, CollabMessage.id == MessageDelivery.message_id)
+            .join(_Sender, _Sender.id == CollabMessage.sender_id)
+            .where(*mine, *filters)
+            .order_by(MessageDelivery.message_id.desc())
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+    ).all()
+    matching: sa.ColumnElement[int] = sa.func.count()
+    if filters:
+        matching = sa.func.count().filter(sa.and_(*filters))
+    counts = (
+        await session.execute(
+            sa.select(matching, sa.func.count().filter(MessageDelivery.read_at.is_(None)))
+            .select_from(MessageDelivery)
+            .join(CollabMessage, CollabMessage.id == MessageDelivery.message_id)
+            .where(*mine)
+        )
+    ).one()
+    unread = [row.id for row in rows if row.read_at is None]
+    if unread:
+        await session.execute(
+            sa.update(MessageDelivery)
+            .where(
+                MessageDelivery.recipient_id == me,
+                MessageDelivery.message_id.in_(unread),
+                # A concurrent read may have marked some already: keep its time.
+                MessageDelivery.read_at.is_(None),
+            )
+            .values(read_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    return Inbox(
+        messages=[_view(row, read=row.read_at is not None) for row in rows],
+        total=int(counts[0] or 0),
+        unread_count=int(counts[1] or 0),
+    )
+
+
+async def sent(session: AsyncSession, ai: Principal, page: Page) -> tuple[list[MessageView], int]:
+    """The caller's sent messages (not deleted), newest first, and how many there are."""
+    me = _ai_id(ai)
+    mine = (CollabMessage.sender_id == me, CollabMessage.deleted_at.is_(None))
+    rows = (
+        await session.execute(
+            sa.select(*_MESSAGE_COLUMNS)
+            .join(_Sender, _Sender.id == CollabMessage.sender_id)
+            .where(*mine)
+            .order_by(CollabMessage.id.desc())
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+    ).all()
+    total = await session.scalar(sa.select(sa.func.count()).select_from(CollabMessage).where(*mine))
+    return [_view(row) for row in rows], int(total or 0)
+
+
+async def delete(session: AsyncSession, ai: Principal, message_id: int) -> datetime:
+    """Soft-delete a message; only its sender may. Returns the deletion time.
+
+    An unknown or already deleted message is ``RESOURCE_NOT_FOUND``; someone else's is
+    ``FORBIDDEN``.
+    """
+    me = _ai_id(ai)
+    row = (
+        await session.execute(
+            sa.select(CollabMessage.sender_id, CollabMessage.deleted_at).where(
+                CollabMessage.id == message_id
+            )
+        )
+    ).one_or_none()
+    if row is None or row.deleted_at is not None:
+        raise _message_not_found(message_id)
+    if row.sender_id != me:
+        raise Forbidden("Not authorized to delete this message", code="forbidden")
+    now = utcnow()
+    result = await session.execute(
+        sa.update(CollabMessage)
+        .where(CollabMessage.id == message_id, CollabMessage.deleted_at.is_(None))
+        .values(deleted_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    # A concurrent delete of the same message won the race: to this caller it is gone.
+    if getattr(result, "rowcount", 1) == 0:
+        raise _message_not_found(message_id)
+    return now
+
+
+def _message_not_found(message_id: int) -> NotFound:
+    return NotFound(f"Message {message_id} not found", code="resource_not_found")
+
+
+def fts5_query(q: str) -> str | None:
+    """``q`` as an FTS5 query matching every word: each whitespace-separated term is quoted
+    (embedded quotes doubled), so no input can use or break FTS5's query syntax. Terms without
+    a letter or digit are dropped (they would be empty phrases matching nothing); ``None`` when
+    nothing searchable is left."""
+    terms = [t for t in q.split() if any(ch.isalnum() for ch in t)]
+    if not terms:
+        return None
+    return " AND ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def _matches(session: AsyncSession, q: str) -> sa.ColumnElement[bool] | None:
+    if session.get_bind().dialect.name == "sqlite":
+        query = fts5_query(q)
+        if query is None:
+            return None
+        # The FTS5 table has a hidden column named after itself, which MATCH searches in full.
+        fts = sa.table("collab_messages_fts", sa.column("rowid"), sa.column("collab_messages_fts"))
+        hits = sa.select(fts.c.rowid).where(fts.c.collab_messages_fts.bool_op("MATCH")(query))
+        return CollabMessage.id.in_(hits)
+    # plainto_tsquery ANDs the words like the SQLite path (websearch_to_tsquery would also give
+    # OR and -word a meaning there but not on SQLite); it accepts any text without syntax errors.
+    vector: sa.ColumnClause[Any] = sa.literal_column("collab_messages.search")
+    return vector.bool_op("@@")(sa.func.plainto_tsquery(sa.literal_column("'english'"), q))
+
+
+async def search(
+    session: AsyncSession,
+    principal: Principal,
+    page: Page,
+    *,
+    q: str,
+    message_type: str | None = None,
+    created_from: datetime | None = None,
+    created_before: datetime | None = None,
+) -> tuple[list[MessageView], int]:
+    """Full-text search of message content, newest first (not by rank: the same order as the
+    inbox and sent lists, and the same on both databases), and how many match.
+
+    Words are stemmed ("deploying" finds "deploy") and all must occur. An AI finds the
+    messages it sent or received; an admin that is not an AI finds every message; other callers
+    are ``FORBIDDEN``. Deleted messages are never found. ``created_from`` is inclusive,
+    ``created_before`` exclusive.
+    """
+    if not q.strip():
+        raise ValidationFailed("q must contain a word to search for", details={"field": "q"})
+    for field, text in (("q", q), ("message_type", message_type or "")):
+        # PostgreSQL refuses NUL in text: say so instead of failing in the driver.
+        if "\x00" in text:
+            raise ValidationFailed(
+                f"{field} must not contain NUL characters", details={"field": field}
+            )
+    if created_from is not None and created_before is not None and created_from >= created_before:
+        raise ValidationFailed("date_from must be before date_to", details={"field": "date_from"})
+    conditions: list[sa.ColumnElement[bool]] = [CollabMessage.deleted_at.is_(None)]
+    if principal.is_ai:
+        me = _ai_id(principal)
+        received = sa.exists().where(
+            MessageDelivery.message_id == CollabMessage.id, MessageDelivery.recipient_id == me
+        )
+        conditions.append(sa.or_(CollabMessage.sender_id == me, received))
+    elif not principal.is_admin:
+        raise Forbidden(
+            "Searching messages needs an AI identity (its own messages) or an admin.",
+            code="forbidden",
+        )
+    matches = _matches(session, q)
+    if matches is None:
+        return [], 0
+    conditions.append(matches)
+    if message_type is not None:
+        conditions.append(CollabMessage.message_type == message_type)
+    if created_from is not None:
+        conditions.append(CollabMessage.created_at >= created_from)
+    if created_before is not None:
+        conditions.append(CollabMessage.created_at < created_before)
+    rows = (
+        await session.execute(
+            sa.select(*_MESSAGE_COLUMNS)
+            .join(_Sender, _Sender.id == CollabMessage.sender_id)
+            .where(*conditions)
+            .order_by(CollabMessage.id.desc())
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+    ).all()
+    total = await session.scalar(
+        sa.select(sa.func.count()).select_from(CollabMessage).where(*conditions)
+    )
+    return [_view(row) for row in rows], int(total or 0)
