@@ -96,6 +96,15 @@ async def test_register_returns_a_secret_once_and_names_are_unique(
         400,
         "VALIDATION_ERROR",
     )
+    # Text no database stores is a 400, not a failed INSERT.
+    for field in ("ai_nickname", "expertise", "version", "project"):
+        collab_error(
+            await client.post(
+                "/api/v1/ai/register", json={"ai_name": unique_name(), field: "a\u0000b"}
+            ),
+            400,
+            "VALIDATION_ERROR",
+        )
     # The secret is never shown again.
     async with new_ai(str(client.base_url)) as viewer:
         profile = (await viewer.client.get(f"/api/v1/ai/{made['ai_id']}")).json()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -10,44 +9,17 @@ from pydantic import BaseModel, Field, field_validator
 
 from agenthub.api.collab.schemas import CollabModel, Success
 from agenthub.core.errors import ValidationFailed
+from agenthub.core.storable import JSON_MAX_BYTES, json_problem, text_problem
 
 # Ids are 64-bit on PostgreSQL; a larger number is refused here instead of by the driver.
 MAX_ID = 2**63 - 1
 MAX_CONTENT_CHARS = 64 * 1024
-MAX_METADATA_BYTES = 16 * 1024
-MAX_METADATA_DEPTH = 16
+MAX_METADATA_BYTES = JSON_MAX_BYTES
 
 
-def check_text(value: str, field: str) -> str:
-    """Refuse text no database stores: NUL characters (PostgreSQL rejects them) and lone
-    surrogates (not encodable as UTF-8), which JSON escapes can carry."""
-    if "\x00" in value:
-        raise ValueError(f"{field} must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"{field} must be valid Unicode (no lone surrogates)") from exc
-    return value
-
-
-def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
-    # Walked with a stack rather than recursion, so deep nesting is an error message, not a
-    # RecursionError.
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_METADATA_DEPTH:
-            raise ValueError(f"metadata may nest at most {MAX_METADATA_DEPTH} levels")
-        if isinstance(item, dict):
-            for key, child in item.items():
-                check_text(key, "metadata keys")
-                stack.append((child, depth + 1))
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str):
-            check_text(item, "metadata values")
-    if len(json.dumps(value)) > MAX_METADATA_BYTES:
-        raise ValueError(f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON")
+def _storable_text(value: str, field: str) -> str:
+    if problem := text_problem(value):
+        raise ValueError(f"{field} {problem}")
     return value
 
 
@@ -65,19 +37,21 @@ class MessageCreate(CollabModel):
     @field_validator("message_type")
     @classmethod
     def _message_type(cls, value: str) -> str:
-        return check_text(value, "message_type")
+        return _storable_text(value, "message_type")
 
     @field_validator("content")
     @classmethod
     def _content(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("content must not be blank")
-        return check_text(value, "content")
+        return _storable_text(value, "content")
 
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_metadata(value)
+        if problem := json_problem(value):
+            raise ValueError(f"metadata {problem}")
+        return value
 
 
 class CollabMessageRead(BaseModel):

@@ -7,8 +7,6 @@ callers racing for the same transition exactly one moves it and the other gets a
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +17,7 @@ from sqlalchemy.orm import aliased
 from agenthub.core.auth import Principal
 from agenthub.core.clock import isoformat_z, utcnow
 from agenthub.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from agenthub.core.storable import check_json, check_text
 from agenthub.db.models import AiIdentity, Collaboration
 from agenthub.services import events
 from agenthub.services.identity import ais
@@ -28,9 +27,6 @@ Role = Literal["requester", "responder"]
 Response = Literal["accept", "decline"]
 
 PENDING, ACTIVE, DECLINED, COMPLETED = "pending", "active", "declined", "completed"
-# Metadata, response metadata and final stats are the AIs' own notes, not a document store.
-JSON_MAX_BYTES = 16 * 1024
-JSON_MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -73,8 +69,8 @@ async def request(
         )
     collaboration_type = _required_text("collaboration_type", collaboration_type)
     title = _required_text("title", title)
-    _check_text("description", description)
-    _check_json("metadata", metadata)
+    check_text("description", description)
+    check_json("metadata", metadata)
     target = await ais.get(session, target_ai_id)
     now = utcnow()
     collaboration = Collaboration(
@@ -153,8 +149,8 @@ async def respond(
     """Accept (→ ``active``) or decline (→ ``declined``) a pending collaboration; only its
     target may, and only once."""
     me = _ai_id(principal)
-    _check_text("message", message)
-    _check_json("metadata", metadata)
+    check_text("message", message)
+    check_json("metadata", metadata)
     named = await _get(session, collaboration_id)
     collaboration = named.collaboration
     if collaboration.target_id != me:
@@ -222,7 +218,7 @@ async def update_progress(
             raise ValidationFailed(
                 f"{field} must be a whole number, 0 or more", details={"field": field}
             )
-    _check_text("current_task", changes.get("current_task"))
+    check_text("current_task", changes.get("current_task"))
     named = await _get(session, collaboration_id)
     collaboration = named.collaboration
     me = _participant(collaboration, principal)
@@ -293,9 +289,9 @@ async def complete(
     final_stats: dict[str, Any] | None,
 ) -> Collaboration:
     """Close an active collaboration (either participant may), with its summary."""
-    _check_text("summary", summary)
-    _check_text("outcome", outcome)
-    _check_json("final_stats", final_stats)
+    check_text("summary", summary)
+    check_text("outcome", outcome)
+    check_json("final_stats", final_stats)
     named = await _get(session, collaboration_id)
     collaboration = named.collaboration
     me = _participant(collaboration, principal)
@@ -413,59 +409,7 @@ def _out_of_range(completed: int, total: int) -> ValidationFailed:
 
 
 def _required_text(field: str, value: str) -> str:
-    _check_text(field, value)
+    check_text(field, value)
     if not value.strip():
         raise ValidationFailed(f"{field} must not be blank", details={"field": field})
     return value
-
-
-def _check_text(field: str, value: str | None) -> None:
-    # PostgreSQL text cannot hold NUL, and neither database stores lone surrogates: refuse
-    # them here rather than fail in the INSERT.
-    if value is not None and not _storable(value):
-        raise ValidationFailed(
-            f"{field} must be UTF-8 text without NUL characters", details={"field": field}
-        )
-
-
-def _check_json(field: str, value: dict[str, Any] | None) -> None:
-    if value is None:
-        return
-    if not _storable_json(value, JSON_MAX_DEPTH):
-        raise ValidationFailed(
-            f"{field} must be JSON nested at most {JSON_MAX_DEPTH} levels, without NUL "
-            "characters, unpaired surrogates, NaN or Infinity",
-            details={"field": field},
-        )
-    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-    if size > JSON_MAX_BYTES:
-        raise ValidationFailed(
-            f"{field} is {size} bytes as JSON; at most {JSON_MAX_BYTES} are kept",
-            details={"field": field, "max_bytes": JSON_MAX_BYTES},
-        )
-
-
-def _storable(text: str) -> bool:
-    if "\x00" in text:
-        return False
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _storable_json(value: Any, depth: int) -> bool:
-    # JSONB refuses \u0000 and NaN; the depth bound keeps this walk (and the serialisers after
-    # it) far from Python's recursion limit.
-    if isinstance(value, str):
-        return _storable(value)
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict | list) and depth <= 0:
-        return False
-    if isinstance(value, dict):
-        return all(_storable(k) and _storable_json(v, depth - 1) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_storable_json(v, depth - 1) for v in value)
-    return True

@@ -24,6 +24,7 @@ from agenthub.core.auth import Principal
 from agenthub.core.clock import isoformat_z, utcnow
 from agenthub.core.errors import Forbidden, NotFound, ValidationFailed
 from agenthub.core.pagination import Page
+from agenthub.core.storable import check_text
 from agenthub.db.models import AiIdentity, CollabMessage, MessageDelivery
 from agenthub.db.types import PortableJSON, UTCDateTime
 from agenthub.services import events
@@ -351,12 +352,8 @@ async def search(
     """
     if not q.strip():
         raise ValidationFailed("q must contain a word to search for", details={"field": "q"})
-    for field, text in (("q", q), ("message_type", message_type or "")):
-        # PostgreSQL refuses NUL in text: say so instead of failing in the driver.
-        if "\x00" in text:
-            raise ValidationFailed(
-                f"{field} must not contain NUL characters", details={"field": field}
-            )
+    check_text("q", q)
+    check_text("message_type", message_type)
     if created_from is not None and created_before is not None and created_from >= created_before:
         raise ValidationFailed("date_from must be before date_to", details={"field": "date_from"})
     conditions: list[sa.ColumnElement[bool]] = [CollabMessage.deleted_at.is_(None)]

@@ -8,8 +8,6 @@ end, or now while it is still active.
 
 from __future__ import annotations
 
-import json
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agenthub.core.auth import Principal
 from agenthub.core.clock import isoformat_z, utcnow
 from agenthub.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from agenthub.core.storable import check_json, check_text
 from agenthub.db.models import AiIdentity, CollabMessage, Collaboration, CollabSession
 from agenthub.services import events
 from agenthub.services.identity import ais
@@ -28,19 +27,9 @@ from agenthub.services.identity import ais
 ACTIVE = "active"
 ENDED = "ended"
 
-# Bounds of the JSON an AI may attach (metadata at the start, final_stats at the end): a
-# session row is read on every stats request, so it stays small.
-MAX_JSON_BYTES = 16 * 1024
-# Deeper JSON would pass the 16 KiB bound yet break the response (pydantic stops serializing
-# a few hundred levels down), after the row is stored.
-MAX_JSON_DEPTH = 32
 IDENTIFIER_LENGTH = 7
 # 7 hex digits are 2^28 identifiers: a collision is rare, several in a row mean something else.
 IDENTIFIER_ATTEMPTS = 8
-
-# A NUL escape in encoded JSON, not preceded by an escaped backslash: PostgreSQL's JSONB
-# refuses \u0000, so such input would fail at the database instead of as a 400.
-_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass(frozen=True)
@@ -78,63 +67,6 @@ def session_ended(row: CollabSession) -> Conflict:
     )
 
 
-def _check_text(field: str, value: str | None) -> None:
-    """Refuse text the databases cannot store (NUL bytes, lone surrogates) as a 400."""
-    if value is None:
-        return
-    if "\x00" in value:
-        raise ValidationFailed(f"{field} must not contain NUL bytes", details={"field": field})
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValidationFailed(
-            f"{field} must be valid Unicode text", details={"field": field}
-        ) from exc
-
-
-def _json_depth(value: Any) -> int:
-    """How deeply ``value`` nests objects and arrays, walked without recursion."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _check_json(field: str, value: dict[str, Any]) -> None:
-    """Refuse JSON that is too large or too deep, or that a database would reject (NaN, NUL,
-    lone surrogates)."""
-    if (depth := _json_depth(value)) > MAX_JSON_DEPTH:
-        raise ValidationFailed(
-            f"{field} nests {depth} levels deep; at most {MAX_JSON_DEPTH} are allowed",
-            details={"field": field, "depth": depth, "max_depth": MAX_JSON_DEPTH},
-        )
-    try:
-        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        size = len(encoded.encode("utf-8"))
-    except ValueError as exc:
-        # NaN/Infinity, and lone surrogates (UnicodeEncodeError is a ValueError).
-        raise ValidationFailed(
-            f"{field} must be plain JSON: finite numbers and valid Unicode text",
-            details={"field": field},
-        ) from exc
-    if size > MAX_JSON_BYTES:
-        raise ValidationFailed(
-            f"{field} is {size} bytes of JSON; at most {MAX_JSON_BYTES} are allowed",
-            details={"field": field, "size": size, "max_size": MAX_JSON_BYTES},
-        )
-    if _JSON_NUL.search(encoded):
-        raise ValidationFailed(f"{field} must not contain NUL characters", details={"field": field})
-
-
 def _authorize(principal: Principal, row: CollabSession) -> None:
     if not principal.is_admin and principal.ai_id != row.ai_id:
         raise Forbidden(
@@ -155,10 +87,10 @@ async def create(
         raise Forbidden("Only an AI identity can open a session", code="forbidden")
     if not session_type.strip():
         raise ValidationFailed("session_type must not be blank", details={"field": "session_type"})
-    _check_text("session_type", session_type)
-    _check_text("project", project)
+    check_text("session_type", session_type)
+    check_text("project", project)
     meta = metadata or {}
-    _check_json("metadata", meta)
+    check_json("metadata", meta)
     for _ in range(IDENTIFIER_ATTEMPTS):
         row = CollabSession(
             identifier=secrets.token_hex(4)[:IDENTIFIER_LENGTH],
@@ -270,9 +202,9 @@ async def end(
     final_stats: dict[str, Any] | None,
 ) -> CollabSession:
     """End an active session, keeping the summary and stats its AI reports (409 if ended)."""
-    _check_text("summary", summary)
+    check_text("summary", summary)
     if final_stats is not None:
-        _check_json("final_stats", final_stats)
+        check_json("final_stats", final_stats)
     # FOR UPDATE: of two concurrent ends on PostgreSQL, the second waits here and then sees the
     # session ended (SQLite's write transaction already serializes them).
     row = await session.scalar(

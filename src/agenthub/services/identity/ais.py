@@ -26,6 +26,7 @@ from agenthub.core.errors import Forbidden, NotFound, Unauthorized, ValidationFa
 from agenthub.core.revocation import RevocationStore
 from agenthub.core.security import InvalidToken, TokenClaims, decode_token, encode_token
 from agenthub.core.settings import Settings
+from agenthub.core.storable import check_text
 from agenthub.db.engine import Database
 from agenthub.db.models import AiIdentity
 
@@ -75,6 +76,13 @@ async def register(
             "(starting with a letter or digit)",
             details={"field": "ai_name"},
         )
+    for field, value in (
+        ("ai_nickname", nickname),
+        ("expertise", expertise),
+        ("version", version),
+        ("project", project),
+    ):
+        check_text(field, value)
     secret = secrets.token_urlsafe(32)
     ai = AiIdentity(
         name=name,
@@ -150,6 +158,7 @@ async def update(
         ("project", "project"),
     ):
         if field in changes:
+            check_text(field, changes[field])
             setattr(ai, column, changes[field])
     ai.updated_at = utcnow()
     await session.flush()
