@@ -24,7 +24,7 @@ async def test_unknown_paths_use_each_surfaces_format(client: httpx.AsyncClient)
     gateway = await client.post("/api/v1/machine/unregister")
     assert gateway.status_code == 404
     assert gateway.json()["code"] == "not_found"
-    collab = (await client.get("/api/v1/ai/1")).json()
+    collab = (await client.get("/api/v1/session/1/no-such-thing")).json()
     assert collab["code"] == "RESOURCE_NOT_FOUND"
     assert "details" in collab
     cluster = await client.get("/api/no-such-resource")

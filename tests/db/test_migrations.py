@@ -23,7 +23,9 @@ async def _tables(url: str) -> set[str]:
     try:
         async with db.engine.connect() as conn:
             names = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
-        return set(names) - {"alembic_version"}
+        return {n for n in names if not n.startswith(migrate.HAND_MADE_TABLES)} - {
+            "alembic_version"
+        }
     finally:
         await db.dispose()
 

@@ -9,6 +9,9 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Tables migrations make by hand, outside the models: SQLite's FTS5 index of message content
+# (and the shadow tables FTS5 keeps beside it).
+HAND_MADE_TABLES = ("collab_messages_fts",)
 
 
 def alembic_config(url: str) -> Config:

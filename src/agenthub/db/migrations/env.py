@@ -10,12 +10,13 @@ from sqlalchemy.engine import Connection
 from agenthub.db import models  # noqa: F401 - registers every table on the metadata
 from agenthub.db.base import Base
 from agenthub.db.engine import create_engine
+from agenthub.db.migrate import HAND_MADE_TABLES
 
 target_metadata = Base.metadata
 
 # Full-text search structures that migrations create by hand (0008): SQLite's FTS5 table (and
 # the shadow tables FTS5 makes) and PostgreSQL's generated tsvector column and its index.
-HAND_MADE = ("collab_messages_fts",)
+HAND_MADE = HAND_MADE_TABLES
 
 
 def _include_object(obj: object, name: str | None, type_: str, reflected: bool, _: object) -> bool:
