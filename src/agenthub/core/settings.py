@@ -102,6 +102,12 @@ class Settings(BaseSettings):
         description="Accept the secret-less login (ai_id, ai_name, ai_nickname); trusted "
         "networks only.",
     )
+    ai_identity_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a hub replica trusts an AI identity it looked up (active, access "
+        "grant); a change made on another replica applies here within this time.",
+    )
     collab_online_window_s: int = Field(
         default=300,
         ge=1,

@@ -22,6 +22,7 @@ from agenthub.core.settings import Settings
 from agenthub.db.engine import Database
 from agenthub.db.state import SqlRateLimiter, SqlRevocationStore
 from agenthub.services.checkpoints.blobs import BlobStore, build_blob_store
+from agenthub.services.identity import ais
 from agenthub.services.identity.principals import Authenticator
 from agenthub.services.machines.controller import MachineController
 from agenthub.services.nodes.redis_state import RedisNodeStates
@@ -120,7 +121,11 @@ def build_runtime(settings: Settings) -> Runtime:
         bus = InProcessBus()
         nodes = SqlNodeStates(db)
     authenticator = Authenticator(
-        db, settings.secret_key, revocations, MachineTokenCache(settings.machine_token_cache_s)
+        db,
+        settings.secret_key,
+        revocations,
+        MachineTokenCache(settings.machine_token_cache_s),
+        ais.AiCache(settings.ai_identity_cache_s),
     )
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 

@@ -105,10 +105,15 @@ async def get_ai(
 
 @router.put("/{ai_id}", response_model=AiUpdated)
 async def update_ai(
-    ai_id: int, body: AiUpdate, principal: CollabPrincipalDep, session: SessionDep
+    ai_id: int,
+    body: AiUpdate,
+    principal: CollabPrincipalDep,
+    runtime: RuntimeDep,
+    session: SessionDep,
 ) -> AiUpdated:
     """Change a profile: only the AI itself or an admin. Omitted fields stay as they are."""
     ai = await ais.update(session, principal, ai_id, body.model_dump(exclude_unset=True))
+    runtime.authenticator.forget_ai(ai_id)
     return AiUpdated(
         ai_id=ai.id,
         ai_name=ai.name,

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.core.auth import Principal, PrincipalKind, Role
+from agenthub.core.cache import TtlCache
 from agenthub.core.clock import utcnow
 from agenthub.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
 from agenthub.core.revocation import RevocationStore
@@ -301,43 +302,91 @@ def is_ai_token(claims: TokenClaims) -> bool:
     return claims.extra.get("kind") == "ai"
 
 
-async def resolve(db: Database, claims: TokenClaims) -> Principal:
+@dataclass
+class AiSnapshot:
+    """What a replica keeps of an AI identity it looked up (see :data:`AiCache`)."""
+
+    id: int
+    principal_id: uuid.UUID
+    name: str
+    role: str
+    access: str
+    project_id: uuid.UUID | None
+    tenant_id: uuid.UUID | None
+    # When last_seen was last written (mutable: refreshed in place, without renewing the TTL).
+    seen_at: datetime | None
+
+
+# AI identities a replica looked up, trusted for a few seconds: every AI request would
+# otherwise read its identity. A change made on this replica drops the entry at once.
+AiCache = TtlCache[int, AiSnapshot]
+
+
+async def _load(db: Database, ai_id: int) -> AiSnapshot | None:
+    async with db.sessionmaker() as session:
+        ai = await session.get(AiIdentity, ai_id)
+    if ai is None or not ai.is_active:
+        return None
+    return AiSnapshot(
+        ai.id,
+        ai.principal_id,
+        ai.name,
+        ai.role,
+        ai.access,
+        ai.project_id,
+        ai.tenant_id,
+        ai.last_seen,
+    )
+
+
+async def _note_activity(db: Database, snapshot: AiSnapshot, now: datetime) -> None:
+    stale = now - timedelta(seconds=LAST_SEEN_RESOLUTION_S)
+    if snapshot.seen_at is not None and snapshot.seen_at >= stale:
+        return
+    async with db.session() as session:
+        # Conditional, so replicas seeing the same AI at once write it once.
+        await session.execute(
+            sa.update(AiIdentity)
+            .where(
+                AiIdentity.id == snapshot.id,
+                sa.or_(AiIdentity.last_seen.is_(None), AiIdentity.last_seen < stale),
+            )
+            .values(last_seen=now)
+        )
+    snapshot.seen_at = now
+
+
+async def resolve(db: Database, claims: TokenClaims, cache: AiCache | None = None) -> Principal:
     """The principal of a valid, unrevoked AI access token (the caller checked both); notes
     the AI's activity (``last_seen``) at most every few seconds."""
     ai_id = claims.extra.get("ai_id")
     if not isinstance(ai_id, int):
         raise Unauthorized("Invalid token", code="invalid_token")
-    now = utcnow()
-    async with db.sessionmaker() as session:
-        ai = await session.get(AiIdentity, ai_id)
-        if ai is None or not ai.is_active or str(ai.principal_id) != claims.subject:
+    snapshot = cache.get(ai_id) if cache is not None else None
+    if snapshot is None:
+        snapshot = await _load(db, ai_id)
+        if snapshot is None:
             raise Unauthorized("Invalid token", code="invalid_token")
-        stale = now - timedelta(seconds=LAST_SEEN_RESOLUTION_S)
-        if ai.last_seen is None or ai.last_seen < stale:
-            # Conditional, so replicas seeing the same AI at once write it once.
-            await session.execute(
-                sa.update(AiIdentity)
-                .where(
-                    AiIdentity.id == ai_id,
-                    sa.or_(AiIdentity.last_seen.is_(None), AiIdentity.last_seen < stale),
-                )
-                .values(last_seen=now)
-            )
-            await session.commit()
-        refresh_exp = claims.extra.get("rexp")
-        return Principal(
-            kind=PrincipalKind.AI,
-            id=ai.principal_id,
-            name=ai.name,
-            role=Role(ai.role),
-            project_id=ai.project_id,
-            tenant_id=ai.tenant_id,
-            token_jti=claims.jti,
-            token_expires_at=claims.expires_at,
-            refresh_jti=claims.extra.get("rjti"),
-            refresh_expires_at=datetime.fromtimestamp(int(refresh_exp), now.tzinfo)
-            if refresh_exp
-            else None,
-            ai_id=ai.id,
-            collab_only=ai.access == "collab",
-        )
+        if cache is not None:
+            cache.put(ai_id, snapshot)
+    if str(snapshot.principal_id) != claims.subject:
+        raise Unauthorized("Invalid token", code="invalid_token")
+    now = utcnow()
+    await _note_activity(db, snapshot, now)
+    refresh_exp = claims.extra.get("rexp")
+    return Principal(
+        kind=PrincipalKind.AI,
+        id=snapshot.principal_id,
+        name=snapshot.name,
+        role=Role(snapshot.role),
+        project_id=snapshot.project_id,
+        tenant_id=snapshot.tenant_id,
+        token_jti=claims.jti,
+        token_expires_at=claims.expires_at,
+        refresh_jti=claims.extra.get("rjti"),
+        refresh_expires_at=datetime.fromtimestamp(int(refresh_exp), now.tzinfo)
+        if refresh_exp
+        else None,
+        ai_id=snapshot.id,
+        collab_only=snapshot.access == "collab",
+    )

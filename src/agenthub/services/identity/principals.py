@@ -43,11 +43,13 @@ class Authenticator:
         secret_key: str,
         revocations: RevocationStore,
         machine_tokens: MachineTokenCache,
+        ai_identities: ais.AiCache | None = None,
     ) -> None:
         self._db = db
         self._secret_key = secret_key
         self._revocations = revocations
         self._machine_tokens = machine_tokens
+        self._ai_identities = ai_identities
 
     async def resolve(self, authorization: str | None) -> Principal | None:
         if not authorization or not authorization.strip():
@@ -99,6 +101,11 @@ class Authenticator:
         self._machine_tokens.put(token, principal)
         return principal
 
+    def forget_ai(self, ai_id: int) -> None:
+        """Drop what this replica keeps of an AI identity (after a change to it)."""
+        if self._ai_identities is not None:
+            self._ai_identities.forget(ai_id)
+
     def forget_machine_tokens(self) -> None:
         """Drop checked machine tokens (after a revocation), so the next use is checked."""
         self._machine_tokens.clear()
@@ -114,7 +121,7 @@ class Authenticator:
         if await self._revocations.is_revoked(claims.jti):
             raise Unauthorized("Token has been revoked.", code="invalid_token")
         if ais.is_ai_token(claims):
-            return await ais.resolve(self._db, claims)
+            return await ais.resolve(self._db, claims, self._ai_identities)
         try:
             user_id = uuid.UUID(claims.subject)
         except ValueError as exc:

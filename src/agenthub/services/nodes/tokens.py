@@ -4,9 +4,7 @@ pool and to one machine (``machine`` type) or to a pool only (``worker`` type)."
 from __future__ import annotations
 
 import secrets
-import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.core.auth import MachineTokenType, Principal, PrincipalKind, Role
+from agenthub.core.cache import TtlCache
 from agenthub.core.clock import utcnow
 from agenthub.core.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from agenthub.core.security import hash_api_key, new_machine_token
@@ -177,35 +176,9 @@ async def resolve_machine_token(db: Database, token: str) -> Principal:
     )
 
 
-class MachineTokenCache:
-    """Checked machine tokens, trusted for ``ttl`` seconds: keepalives from thousands of
-    machines must not each cost a database read. Bounded (least recently used out first)."""
-
-    def __init__(self, ttl: float, max_entries: int = 100_000) -> None:
-        self._ttl = ttl
-        self._max = max_entries
-        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
-
-    def get(self, token: str) -> Principal | None:
-        entry = self._entries.get(token)
-        if entry is None:
-            return None
-        if entry[0] < time.monotonic():
-            del self._entries[token]
-            return None
-        self._entries.move_to_end(token)
-        return entry[1]
-
-    def put(self, token: str, principal: Principal) -> None:
-        if self._ttl <= 0:
-            return
-        self._entries[token] = (time.monotonic() + self._ttl, principal)
-        self._entries.move_to_end(token)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
+# Checked machine tokens, trusted for a few seconds: keepalives from thousands of machines
+# must not each cost a database read.
+MachineTokenCache = TtlCache[str, Principal]
 
 
 async def list_tokens(session: AsyncSession, actor: Principal) -> list[MachineToken]:
