@@ -21,10 +21,11 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import psutil
 import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from agenthub.core.clock import isoformat_z, utcnow
 from agenthub.core.errors import Conflict, NotFound, Unavailable, ValidationFailed
@@ -256,9 +257,11 @@ class Experiments:
             return found
 
     async def tick(self) -> int:
-        """Stop the experiments of this process that are due or asked to stop."""
+        """Stop the experiments of this process that are due or asked to stop, and mark failed
+        those whose hub process on this host ended without stopping them (a crash)."""
         stopped = 0
         async with events.unit_of_work(self.db, self.bus) as session:
+            stopped += await self._reap_orphans(session)
             rows = (
                 await session.scalars(
                     sa.select(Experiment).where(
@@ -284,6 +287,31 @@ class Experiments:
                 stopped += 1
         return stopped
 
+    async def _reap_orphans(self, session: AsyncSession) -> int:
+        # The experimental hub dies with the process that started it (die_with_parent), so an
+        # experiment whose owner process is gone is gone too; only this host's can be checked.
+        rows = (
+            await session.scalars(
+                sa.select(Experiment).where(
+                    Experiment.status.in_((RUNNING, STARTING)),
+                    Experiment.owner != self.owner,
+                    Experiment.owner.startswith(f"{socket.gethostname()}:"),
+                )
+            )
+        ).all()
+        reaped = 0
+        for row in rows:
+            if not owner_ended(row.owner or ""):
+                continue
+            row.status, row.error, row.stopped_at = FAILED, "its hub process ended", utcnow()
+            await events.record(
+                session,
+                "hub.experiment_stopped",
+                {"experiment_id": str(row.id), "status": row.status, "error": row.error},
+            )
+            reaped += 1
+        return reaped
+
     async def run_forever(self) -> None:
         try:
             while True:
@@ -305,6 +333,13 @@ class Experiments:
                     )
                 ).all()
             )
+
+
+def owner_ended(owner: str) -> bool:
+    """Whether the hub process named by ``owner`` (``host:pid:nonce``, this host) has ended."""
+    _host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    return pid.isdigit() and not psutil.pid_exists(int(pid))
 
 
 def as_dict(row: Experiment) -> dict[str, Any]:
