@@ -4,6 +4,7 @@ Collab surface only."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,7 +25,8 @@ pytestmark = pytest.mark.db
 def id_hub(backend_factory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:  # type: ignore[no-untyped-def]
     backend: Backend = backend_factory()
     tmp: Path = tmp_path_factory.mktemp("machine-identity")
-    hub = HubProcess(backend.env(tmp / "data"), tmp / "hub.log")
+    # No identity cache: a retired identity is refused at once (else within its TTL).
+    hub = HubProcess(backend.env(tmp / "data", ai_identity_cache_s="0"), tmp / "hub.log")
     yield hub
     hub.stop()
 
@@ -91,5 +93,24 @@ async def test_a_machine_run_gets_its_own_collab_identity(
             json={"ai_id": ai_id, "ai_name": verified["ai_name"], "secret": ""},
         )
         assert login.status_code == 401
+
+        # The machine ends: its identity is retired with it.
+        workload_id, attempt = assignment["workload_id"], assignment["attempt"]
+        assert (await node.report(workload_id, attempt, "running")).status_code == 200
+        finished = await node.report(workload_id, attempt, "succeeded", exit_code=0)
+        assert finished.status_code == 200
+        async with httpx.AsyncClient(
+            base_url=id_hub.url, headers=bearer(token), timeout=30
+        ) as as_machine:
+            for _ in range(100):
+                r = await as_machine.post("/api/v1/auth/verify")
+                if r.status_code == 401:
+                    break
+                await asyncio.sleep(0.1)
+            assert r.status_code == 401, r.text
+            assert r.json()["code"] == "INVALID_TOKEN"
+        gone = await c.get(f"/api/v1/ai/{ai_id}")
+        assert gone.status_code == 404
+        assert gone.json()["code"] == "AI_NOT_FOUND"
     finally:
         await node.close()

@@ -241,6 +241,16 @@ async def create_for_machine(
     return ai
 
 
+async def retire_machine_identity(session: AsyncSession, machine_id: uuid.UUID) -> None:
+    """The machine ended: its identity stops working (its token is refused within the
+    replicas' identity cache time) and leaves the lists; its messages stay."""
+    await session.execute(
+        sa.update(AiIdentity)
+        .where(AiIdentity.machine_id == machine_id, AiIdentity.is_active.is_(True))
+        .values(is_active=False, updated_at=utcnow())
+    )
+
+
 def invalid_credentials() -> Unauthorized:
     return Unauthorized("Invalid credentials", code="invalid_credentials")
 

@@ -24,6 +24,7 @@ from agenthub.db.engine import Database
 from agenthub.db.models import Machine, Project, Workload
 from agenthub.services import events
 from agenthub.services.checkpoints import checkpoints
+from agenthub.services.identity import ais
 from agenthub.services.machines.machines import MachineRecord, record, stop
 from agenthub.services.machines.status import machine_status
 from agenthub.services.machines.usage import BUDGET_EXHAUSTED, exhausted_budget
@@ -148,6 +149,8 @@ async def _machine_pass(
         machine.settled_at = now
         machine.updated_at = now
         await _checkpoint_on_end(session, found)
+        # Its Collab identity ends with it: no more logins, broadcasts or messages to it.
+        await ais.retire_machine_identity(session, machine.id)
         await record(
             session,
             machine,
