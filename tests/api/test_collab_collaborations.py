@@ -493,6 +493,24 @@ async def _frames(ws: websockets.ClientConnection) -> dict[str, Any]:
     return dict(json.loads(await asyncio.wait_for(ws.recv(), timeout=15)))
 
 
+async def _live(ws: websockets.ClientConnection, requester: Ai, owner: Ai) -> None:
+    """Request collaborations with the socket's owner until one is heard on the socket, then
+    read up to the last probe sent: events arrive in commit order, so once one probe is heard
+    every later one arrives too, and none is left to surprise the test."""
+    latest = None
+    for _ in range(40):
+        latest = (await request(requester, owner, title="probe"))["collaboration_id"]
+        try:
+            frame = dict(json.loads(await asyncio.wait_for(ws.recv(), timeout=0.5)))
+        except TimeoutError:
+            continue
+        while frame["data"]["collaboration_id"] != latest:
+            assert frame["data"]["title"] == "probe", frame
+            frame = await _frames(ws)
+        return
+    raise AssertionError(f"the socket never heard a probe (last: {latest})")
+
+
 async def test_participants_are_told_live_over_the_websocket(hub: HubProcess) -> None:
     ws_base = hub.url.replace("http", "ws") + "/api/ws?types=collab.collaboration.*&token="
     async with (
@@ -503,8 +521,9 @@ async def test_participants_are_told_live_over_the_websocket(hub: HubProcess) ->
         websockets.connect(ws_base + b.token) as b_ws,
         websockets.connect(ws_base + c.token) as c_ws,
     ):
-        # The subscription is made once the socket is accepted; give it a moment.
-        await asyncio.sleep(0.3)
+        # The subscription is made once the socket is accepted: probe until each socket hears.
+        for probe_from, ws in ((c, a_ws), (a, b_ws), (a, c_ws)):
+            await _live(ws, probe_from, {a_ws: a, b_ws: b, c_ws: c}[ws])
         made = await request(a, b, title="live")
         frame = await _frames(b_ws)
         assert frame["type"] == "collab_collaboration_requested"

@@ -489,17 +489,26 @@ async def sse_messages(response: httpx.Response) -> AsyncIterator[dict[str, Any]
 async def wait_live(
     stream: AsyncIterator[dict[str, Any]], probe: Callable[[str], Awaitable[object]]
 ) -> None:
-    """Send probes until one arrives: the subscription is then in place (no fixed sleep)."""
+    """Send probes until one arrives: the subscription is then in place (no fixed sleep).
+    Then read up to the last probe sent: events arrive in commit order, so once one probe is
+    heard every later one arrives too, and none is left to surprise the test."""
+    # One read stays pending across probes: cancelling it would close the stream's generator.
+    reading: asyncio.Future[dict[str, Any]] | None = None
     for attempt in range(40):
         marker = f"probe-{attempt}-{word()}"
         await probe(marker)
-        try:
-            async with asyncio.timeout(0.5):
-                async for data in stream:
-                    if data["content"] == marker:
-                        return
-        except TimeoutError:
+        reading = reading or asyncio.ensure_future(anext(stream))
+        done, _ = await asyncio.wait({reading}, timeout=0.5)
+        if not done:
             continue
+        data, reading = reading.result(), None
+        async with asyncio.timeout(15):
+            while data["content"] != marker:
+                assert data["content"].startswith("probe-"), data
+                data = await anext(stream)
+        return
+    if reading is not None:
+        reading.cancel()
     raise AssertionError("the stream never delivered a probe")
 
 
