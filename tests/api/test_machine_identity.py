@@ -87,6 +87,27 @@ async def test_a_machine_run_gets_its_own_collab_identity(
                 assert [(m["sender_id"], m["content"]) for m in inbox["messages"]] == [
                     (ai_id, "done with step 1")
                 ]
+                # A project's machine is not for outsiders to find, message or recruit: its
+                # name and project are that project's business.
+                hidden = await peer.client.get(f"/api/v1/ai/{ai_id}")
+                assert hidden.status_code == 404
+                assert hidden.json()["code"] == "AI_NOT_FOUND"
+                listed = (await peer.client.get("/api/v1/ai/list", params={"limit": 100})).json()
+                assert ai_id not in [a["ai_id"] for a in listed["ais"]]
+                reply = await peer.client.post(
+                    "/api/v1/message/send", json={"content": "hi", "target_ai_id": ai_id}
+                )
+                assert reply.status_code == 404
+                assert reply.json()["code"] == "AI_NOT_FOUND"
+                recruit = await peer.client.post(
+                    "/api/v1/collaboration/request",
+                    json={"target_ai_id": ai_id, "collaboration_type": "x", "title": "t"},
+                )
+                assert recruit.status_code == 404
+                # The machine sees itself and the open network; an admin sees it.
+                seen = (await as_machine.get("/api/v1/ai/list", params={"limit": 100})).json()
+                assert {ai_id, peer.ai_id} <= {a["ai_id"] for a in seen["ais"]}
+                assert (await c.get(f"/api/v1/ai/{ai_id}")).status_code == 200
         # No one can log in as a machine with a secret: none was ever handed out.
         login = await c.post(
             "/api/v1/auth/login",

@@ -55,7 +55,7 @@ async def register(
 
 @router.get("/list", response_model=AiList)
 async def list_ais(
-    _: CollabPrincipalDep,
+    principal: CollabPrincipalDep,
     runtime: RuntimeDep,
     session: SessionDep,
     page: CollabPage,
@@ -63,7 +63,7 @@ async def list_ais(
 ) -> AiList:
     """Registered AIs, oldest first; ``online`` means active within the online window."""
     rows, total = await ais.list_ais(
-        session, limit=page.limit, offset=page.offset, expertise=expertise
+        session, principal, limit=page.limit, offset=page.offset, expertise=expertise
     )
     now = utcnow()
     return AiList(
@@ -87,9 +87,9 @@ async def list_ais(
 
 @router.get("/{ai_id}", response_model=AiRead)
 async def get_ai(
-    ai_id: int, _: CollabPrincipalDep, runtime: RuntimeDep, session: SessionDep
+    ai_id: int, principal: CollabPrincipalDep, runtime: RuntimeDep, session: SessionDep
 ) -> AiRead:
-    ai = await ais.get(session, ai_id)
+    ai = await ais.get(session, ai_id, principal)
     return AiRead(
         ai_id=ai.id,
         ai_name=ai.name,

@@ -71,7 +71,7 @@ async def request(
     title = _required_text("title", title)
     check_text("description", description)
     check_json("metadata", metadata)
-    target = await ais.get(session, target_ai_id)
+    target = await ais.get(session, target_ai_id, principal)
     now = utcnow()
     collaboration = Collaboration(
         requester_id=me,

@@ -28,7 +28,7 @@ from agenthub.core.storable import check_text
 from agenthub.db.models import AiIdentity, CollabMessage, MessageDelivery
 from agenthub.db.types import PortableJSON, UTCDateTime
 from agenthub.services import events
-from agenthub.services.identity.ais import ai_not_found
+from agenthub.services.identity.ais import ai_not_found, visible_to
 
 EVENT_TYPE = "collab.message"
 _Sender = aliased(AiIdentity, name="sender")
@@ -100,7 +100,7 @@ async def send(
         # The target check and the insert are one statement: the row is inserted only if the
         # target exists and is active, so a direct send costs no extra round trip.
         only_if_target = sa.select(AiIdentity.id, *columns.values()).where(
-            AiIdentity.id == target_ai_id, AiIdentity.is_active.is_(True)
+            AiIdentity.id == target_ai_id, visible_to(sender)
         )
         found = await session.scalar(
             inserted.from_select(["target_ai_id", *columns], only_if_target)

@@ -238,7 +238,7 @@ async def history(
     session: AsyncSession, principal: Principal, ai_id: int, *, limit: int, offset: int
 ) -> tuple[list[CollabSession], int]:
     """An AI's sessions, newest first, and how many it has: for the AI itself or an admin."""
-    ai = await ais.get(session, ai_id)
+    ai = await ais.get(session, ai_id, principal)
     if not principal.is_admin and principal.ai_id != ai.id:
         raise Forbidden(
             "Only the AI itself, or an admin, may read its session history", code="forbidden"

@@ -111,9 +111,33 @@ def name_exists() -> ValidationFailed:
     )
 
 
-async def get(session: AsyncSession, ai_id: int) -> AiIdentity:
-    ai = await session.get(AiIdentity, ai_id)
-    if ai is None or not ai.is_active:
+def visible_to(viewer: Principal | None) -> sa.ColumnElement[bool]:
+    """Which active AI identities ``viewer`` may see, message and ask to collaborate.
+
+    Registered AIs form one open network: everyone sees them. An identity bound to a project
+    (an Intelligent Machine's) is seen by admins, by callers of its project or tenant, and by
+    itself only: its name and project would otherwise show one tenant's work to another.
+    """
+    active = AiIdentity.is_active.is_(True)
+    if viewer is not None and viewer.is_admin:
+        return active
+    seen: list[sa.ColumnElement[bool]] = [AiIdentity.project_id.is_(None)]
+    if viewer is not None:
+        if viewer.ai_id is not None:
+            seen.append(AiIdentity.id == viewer.ai_id)
+        if viewer.project_id is not None:
+            seen.append(AiIdentity.project_id == viewer.project_id)
+        if viewer.tenant_id is not None:
+            seen.append(AiIdentity.tenant_id == viewer.tenant_id)
+    return sa.and_(active, sa.or_(*seen))
+
+
+async def get(session: AsyncSession, ai_id: int, viewer: Principal | None = None) -> AiIdentity:
+    """An active AI identity ``viewer`` may see (everyone's, when ``viewer`` is ``None``:
+    internal use); else ``AI_NOT_FOUND``."""
+    condition = visible_to(viewer) if viewer is not None else AiIdentity.is_active.is_(True)
+    ai = await session.scalar(sa.select(AiIdentity).where(AiIdentity.id == ai_id, condition))
+    if ai is None:
         raise ai_not_found(ai_id)
     return ai
 
@@ -126,12 +150,13 @@ def is_online(ai: AiIdentity, settings: Settings, now: datetime | None = None) -
 
 async def list_ais(
     session: AsyncSession,
+    viewer: Principal,
     *,
     limit: int,
     offset: int,
     expertise: str | None = None,
 ) -> tuple[list[AiIdentity], int]:
-    stmt = sa.select(AiIdentity).where(AiIdentity.is_active.is_(True))
+    stmt = sa.select(AiIdentity).where(visible_to(viewer))
     if expertise:
         stmt = stmt.where(AiIdentity.expertise == expertise)
     total = await session.scalar(sa.select(sa.func.count()).select_from(stmt.subquery()))
@@ -143,7 +168,7 @@ async def update(
     session: AsyncSession, caller: Principal, ai_id: int, changes: dict[str, Any]
 ) -> AiIdentity:
     """Change a profile: the AI itself or an admin; ``access`` only by an admin."""
-    ai = await get(session, ai_id)
+    ai = await get(session, ai_id, caller)
     if not caller.is_admin and caller.ai_id != ai.id:
         raise Forbidden("Not authorized to update this AI profile", code="forbidden")
     if "access" in changes:
