@@ -228,13 +228,14 @@ async def list_events(
             return []
         stmt = stmt.where(sa.or_(*conditions))
     match = type_filter(types)
+    # The SQL narrows by project, tenant and audience; this drops an AI's own broadcasts.
+    visible = visible_to(principal)
     found: list[EventDict] = []
     # Type wildcards are matched in Python, so read in batches until the page is full.
     while len(found) < limit:
         batch = (await session.scalars(stmt.limit(limit * 2))).all()
         if not batch:
             break
-        visible = visible_to(principal)
         found.extend(d for d in map(to_dict, batch) if match(d["type"]) and visible(d))
         stmt = stmt.where(Event.id > batch[-1].id)
     return found[:limit]
