@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -169,6 +170,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         # Redis holds shared state (TTLs, limits); its outage is a 503, not a bug of ours.
         log.warning("Redis error serving %s: %s", request.url.path, exc)
         err = Unavailable("A shared state store (Redis) is unavailable; try again shortly.")
+        return render_error(request.url.path, err, error_context(request.scope))
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> Response:
+        if not exc.connection_invalidated:
+            raise exc  # a bug of ours: the middleware logs it and answers 500
+        # The connection broke (the database restarted or is unreachable); the pool has been
+        # invalidated, so a retry gets a fresh connection.
+        log.warning("database connection lost serving %s: %s", request.url.path, exc.orig)
+        err = Unavailable("The database connection was lost; try again shortly.")
         return render_error(request.url.path, err, error_context(request.scope))
 
     @app.exception_handler(RequestValidationError)

@@ -25,6 +25,13 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime()}
 
 
+def table_of(model: type[Base]) -> sa.Table:
+    """A model's table, for Core statements built once (the ORM's per-statement work skipped)."""
+    table = model.__table__
+    assert isinstance(table, sa.Table)
+    return table
+
+
 class UUIDPrimaryKey:
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
 

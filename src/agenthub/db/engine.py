@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -32,7 +34,53 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    engine = create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=POOL_RECYCLE_S
+    )
+    _ping_when_idle(engine, IDLE_PING_S)
+    return engine
+
+
+# A pooled connection idle this long is checked before use; one in steady use is not.
+IDLE_PING_S = 10.0
+# Connections are replaced after this long, before server-side or proxy timeouts end them.
+POOL_RECYCLE_S = 1800
+
+
+def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
+    """Check a pooled connection with a ping only when it has sat idle ``idle_s`` or more.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: with asyncpg that is three round
+    trips (BEGIN, a query, ROLLBACK), which cost as much as the work of a small request. A
+    connection that was used a moment ago is as good as a ping would show; one that sat idle
+    may have been closed by a database restart or a proxy, and is checked (and replaced, by
+    raising :class:`DisconnectionError`, which makes the pool retry with a fresh connection).
+    A connection that breaks while in steady use fails that request (503, see api/app.py) and
+    SQLAlchemy invalidates the pool, so the next checkout opens new connections."""
+    sync_engine = engine.sync_engine
+    dialect = sync_engine.dialect
+
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        last = record.info.get("checked_in_at")
+        if last is None or time.monotonic() - last < idle_s:
+            return  # new (just connected) or used moments ago
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except Exception as err:
+            # A driver error that is not a disconnect is a real error; anything else (an
+            # OSError from a dead socket) means the connection is unusable.
+            if isinstance(err, dialect.loaded_dbapi.Error) and not dialect.is_disconnect(
+                cast(Any, err), dbapi_connection, None
+            ):
+                raise
+            raise DisconnectionError(str(err)) from err
+        if not alive:
+            raise DisconnectionError("the database connection did not answer a ping")
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

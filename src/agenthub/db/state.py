@@ -47,7 +47,7 @@ class SqlRateLimiter:
             params[f"expires{i}"] = datetime.fromtimestamp(w.reset_at(now), UTC)
         async with self._db.engine.connect() as conn:
             transaction = await conn.begin()
-            by_window: dict[int, int] = dict((await conn.execute(self._hit, params)).tuples().all())
+            by_window = {int(s): int(n) for s, n in await conn.execute(self._hit, params)}
             counts = [int(by_window[w.seconds]) for w in self._windows]
             if any(c > w.limit for c, w in zip(counts, self._windows, strict=True)):
                 # Rolling back un-counts the refused request in every window.
@@ -67,7 +67,7 @@ class SqlRateLimiter:
                     ),
                 )
             )
-            by_window: dict[int, int] = dict(rows.tuples().all())
+            by_window = {int(s): int(n) for s, n in rows}
         counts = [int(by_window.get(w.seconds, 0)) for w in self._windows]
         allowed = all(c < w.limit for c, w in zip(counts, self._windows, strict=True))
         return decide(self._windows, counts, allowed, now)

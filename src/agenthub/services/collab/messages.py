@@ -12,7 +12,7 @@ send path is the hot one (a benchmark targets thousands of messages a second).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,10 +25,11 @@ from agenthub.core.clock import isoformat_z, utcnow
 from agenthub.core.errors import Forbidden, NotFound, ValidationFailed
 from agenthub.core.pagination import Page
 from agenthub.core.storable import check_text
+from agenthub.db.base import table_of
 from agenthub.db.models import AiIdentity, CollabMessage, MessageDelivery
 from agenthub.db.types import PortableJSON, UTCDateTime
 from agenthub.services import events
-from agenthub.services.identity.ais import ai_not_found, visible_to
+from agenthub.services.identity.ais import ai_not_found, visibility
 
 EVENT_TYPE = "collab.message"
 _Sender = aliased(AiIdentity, name="sender")
@@ -64,6 +65,56 @@ def _ai_id(principal: Principal) -> int:
     return principal.ai_id
 
 
+_M = table_of(CollabMessage).c
+_D = table_of(MessageDelivery).c
+_A = table_of(AiIdentity).c
+_SENDER = table_of(AiIdentity).alias("sender")
+_MESSAGE_FIELDS = (
+    "sender_id",
+    "conversation_id",
+    "message_type",
+    "content",
+    "metadata",
+    "created_at",
+)
+# Built once: constructing a statement costs more CPU than running it on a warm connection.
+_INSERT_MESSAGE = sa.insert(table_of(CollabMessage)).returning(_M.id)
+_INSERT_DELIVERY = sa.insert(table_of(MessageDelivery))
+_DELIVER_TO_ALL = sa.insert(table_of(MessageDelivery)).from_select(
+    ["message_id", "recipient_id", "conversation_id"],
+    # A broadcast: one INSERT ... SELECT writes every recipient's row in the database, without
+    # reading the recipients into Python or sending a row per recipient.
+    sa.select(
+        sa.bindparam("message_id", type_=sa.BigInteger),
+        _A.id,
+        sa.bindparam("conversation_id", type_=sa.BigInteger),
+    ).where(_A.is_active.is_(True), _A.id != sa.bindparam("sender_id", type_=sa.BigInteger)),
+)
+_SEND_TO: dict[int, sa.Insert] = {}
+
+
+def _send_to(visible: sa.ColumnElement[bool]) -> sa.Insert:
+    """INSERT ... SELECT of a direct message: the row is inserted only if the target exists
+    and the sender may see it, so a direct send costs no extra round trip."""
+    stmt = _SEND_TO.get(id(visible))
+    if stmt is None:
+        values = sa.select(
+            _A.id,
+            sa.bindparam("sender_id", type_=sa.BigInteger),
+            sa.bindparam("conversation_id", type_=sa.BigInteger),
+            sa.bindparam("message_type", type_=sa.String),
+            sa.bindparam("content", type_=sa.Text),
+            sa.bindparam("metadata", type_=PortableJSON),
+            sa.bindparam("created_at", type_=UTCDateTime()),
+        ).where(_A.id == sa.bindparam("target_ai_id", type_=sa.BigInteger), visible)
+        stmt = _SEND_TO[id(visible)] = (
+            sa.insert(table_of(CollabMessage))
+            .from_select(["target_ai_id", *_MESSAGE_FIELDS], values)
+            .returning(_M.id)
+        )
+    return stmt
+
+
 async def send(
     session: AsyncSession,
     sender: Principal,
@@ -84,31 +135,36 @@ async def send(
     sender_id = _ai_id(sender)
     meta = metadata or {}
     now = utcnow()
-    columns = {
-        "sender_id": sa.literal(sender_id, sa.BigInteger),
-        "conversation_id": sa.literal(conversation_id, sa.BigInteger),
-        "message_type": sa.literal(message_type, sa.String),
-        "content": sa.literal(content, sa.Text),
-        "metadata": sa.literal(meta, PortableJSON),
-        "created_at": sa.literal(now, UTCDateTime()),
+    row: dict[str, Any] = {
+        "sender_id": sender_id,
+        "conversation_id": conversation_id,
+        "message_type": message_type,
+        "content": content,
+        "metadata": meta,
+        "created_at": now,
     }
-    inserted = sa.insert(CollabMessage).returning(CollabMessage.id)
     if target_ai_id is None:
-        result = await session.execute(inserted.values(target_ai_id=None, **columns))
-        message_id: int = result.scalar_one()
-    else:
-        # The target check and the insert are one statement: the row is inserted only if the
-        # target exists and is active, so a direct send costs no extra round trip.
-        only_if_target = sa.select(AiIdentity.id, *columns.values()).where(
-            AiIdentity.id == target_ai_id, visible_to(sender)
+        message_id: int = (await session.execute(_INSERT_MESSAGE, row)).scalar_one()
+        await session.execute(
+            _DELIVER_TO_ALL,
+            {"message_id": message_id, "conversation_id": conversation_id, "sender_id": sender_id},
         )
+    else:
+        visible, params = visibility(sender)
         found = await session.scalar(
-            inserted.from_select(["target_ai_id", *columns], only_if_target)
+            _send_to(visible), {**row, **params, "target_ai_id": target_ai_id}
         )
         if found is None:
             raise ai_not_found(target_ai_id)
         message_id = found
-    await _deliver(session, message_id, sender_id, target_ai_id, conversation_id)
+        await session.execute(
+            _INSERT_DELIVERY,
+            {
+                "message_id": message_id,
+                "recipient_id": target_ai_id,
+                "conversation_id": conversation_id,
+            },
+        )
     view = MessageView(
         message_id=message_id,
         sender_id=sender_id,
@@ -120,8 +176,17 @@ async def send(
         metadata=meta,
         created_at=now,
     )
-    data = {**asdict(view), "created_at": isoformat_z(now)}
-    del data["read"]
+    data = {
+        "message_id": message_id,
+        "sender_id": sender_id,
+        "sender_name": sender.name,
+        "target_ai_id": target_ai_id,
+        "conversation_id": conversation_id,
+        "message_type": message_type,
+        "content": content,
+        "metadata": meta,
+        "created_at": isoformat_z(now),
+    }
     await events.record(
         session,
         EVENT_TYPE,
@@ -130,34 +195,6 @@ async def send(
         audience=events.ai_audience(target_ai_id),
     )
     return view
-
-
-async def _deliver(
-    session: AsyncSession,
-    message_id: int,
-    sender_id: int,
-    target_ai_id: int | None,
-    conversation_id: int | None,
-) -> None:
-    if target_ai_id is not None:
-        await session.execute(
-            sa.insert(MessageDelivery).values(
-                message_id=message_id, recipient_id=target_ai_id, conversation_id=conversation_id
-            )
-        )
-        return
-    # A broadcast: one INSERT ... SELECT writes every recipient's row in the database, without
-    # reading the recipients into Python or sending a row per recipient.
-    recipients = sa.select(
-        sa.literal(message_id, sa.BigInteger),
-        AiIdentity.id,
-        sa.literal(conversation_id, sa.BigInteger),
-    ).where(AiIdentity.is_active.is_(True), AiIdentity.id != sender_id)
-    await session.execute(
-        sa.insert(MessageDelivery).from_select(
-            ["message_id", "recipient_id", "conversation_id"], recipients
-        )
-    )
 
 
 def _view(row: sa.Row[Any], *, read: bool | None = None) -> MessageView:
@@ -188,6 +225,72 @@ _MESSAGE_COLUMNS = (
 )
 
 
+_INBOX: dict[tuple[bool, bool], sa.Select[Any]] = {}
+_MARK_READ = (
+    sa.update(table_of(MessageDelivery))
+    .where(
+        _D.recipient_id == sa.bindparam("me", type_=sa.BigInteger),
+        _D.message_id.in_(sa.bindparam("ids", expanding=True)),
+        # A concurrent read may have marked some already: keep its time.
+        _D.read_at.is_(None),
+    )
+    .values(read_at=sa.bindparam("now", type_=UTCDateTime()))
+)
+
+
+def _inbox_statement(unread_only: bool, by_conversation: bool) -> sa.Select[Any]:
+    """The page and both counts in one statement: the counts' single row outer-joined with the
+    page's rows (one row with an empty page), so an inbox read is one round trip."""
+    found = _INBOX.get((unread_only, by_conversation))
+    if found is not None:
+        return found
+    deliveries = table_of(MessageDelivery).join(table_of(CollabMessage), _M.id == _D.message_id)
+    mine = (_D.recipient_id == sa.bindparam("me", type_=sa.BigInteger), _M.deleted_at.is_(None))
+    filters: list[sa.ColumnElement[bool]] = []
+    if unread_only:
+        filters.append(_D.read_at.is_(None))
+    if by_conversation:
+        filters.append(_D.conversation_id == sa.bindparam("conversation_id", type_=sa.BigInteger))
+    page = (
+        sa.select(
+            _M.id,
+            _M.sender_id,
+            _SENDER.c.name.label("sender_name"),
+            _M.target_ai_id,
+            _M.conversation_id,
+            _M.message_type,
+            _M.content,
+            _M.metadata.label("meta"),
+            _M.created_at,
+            _D.read_at,
+        )
+        .select_from(deliveries.join(_SENDER, _SENDER.c.id == _M.sender_id))
+        .where(*mine, *filters)
+        .order_by(_D.message_id.desc())
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+        .offset(sa.bindparam("offset", type_=sa.BigInteger))
+        .subquery("page")
+    )
+    matching: sa.ColumnElement[int] = sa.func.count()
+    if filters:
+        matching = sa.func.count().filter(sa.and_(*filters))
+    counts = (
+        sa.select(
+            matching.label("total"),
+            sa.func.count().filter(_D.read_at.is_(None)).label("unread_count"),
+        )
+        .select_from(deliveries)
+        .where(*mine)
+        .subquery("counts")
+    )
+    stmt = _INBOX[(unread_only, by_conversation)] = (
+        sa.select(counts.c.total, counts.c.unread_count, page)
+        .select_from(counts.outerjoin(page, sa.true()))
+        .order_by(page.c.id.desc())
+    )
+    return stmt
+
+
 async def inbox(
     session: AsyncSession,
     ai: Principal,
@@ -200,56 +303,24 @@ async def inbox(
 
     Each message's ``read`` is its state before this call. ``total`` counts the messages
     matching the filters and ``unread_count`` all the caller's unread messages, both as they
-    were before this call marked the page read. Statements: the page, both counts in one
-    aggregate, and one UPDATE for the page's unread messages.
+    were before this call marked the page read. Statements: the page with both counts, and one
+    UPDATE for the page's unread messages.
     """
     me = _ai_id(ai)
-    mine = (MessageDelivery.recipient_id == me, CollabMessage.deleted_at.is_(None))
-    filters: list[sa.ColumnElement[bool]] = []
-    if unread_only:
-        filters.append(MessageDelivery.read_at.is_(None))
+    params: dict[str, Any] = {"me": me, "limit": page.limit, "offset": page.offset}
     if conversation_id is not None:
-        filters.append(MessageDelivery.conversation_id == conversation_id)
-    rows = (
-        await session.execute(
-            sa.select(*_MESSAGE_COLUMNS, MessageDelivery.read_at)
-            .select_from(MessageDelivery)
-            .join(CollabMessage, CollabMessage.id == MessageDelivery.message_id)
-            .join(_Sender, _Sender.id == CollabMessage.sender_id)
-            .where(*mine, *filters)
-            .order_by(MessageDelivery.message_id.desc())
-            .limit(page.limit)
-            .offset(page.offset)
-        )
-    ).all()
-    matching: sa.ColumnElement[int] = sa.func.count()
-    if filters:
-        matching = sa.func.count().filter(sa.and_(*filters))
-    counts = (
-        await session.execute(
-            sa.select(matching, sa.func.count().filter(MessageDelivery.read_at.is_(None)))
-            .select_from(MessageDelivery)
-            .join(CollabMessage, CollabMessage.id == MessageDelivery.message_id)
-            .where(*mine)
-        )
-    ).one()
+        params["conversation_id"] = conversation_id
+    statement = _inbox_statement(unread_only, conversation_id is not None)
+    found = (await session.execute(statement, params)).all()
+    total, unread_count = (found[0].total, found[0].unread_count) if found else (0, 0)
+    rows = [row for row in found if row.id is not None]
     unread = [row.id for row in rows if row.read_at is None]
     if unread:
-        await session.execute(
-            sa.update(MessageDelivery)
-            .where(
-                MessageDelivery.recipient_id == me,
-                MessageDelivery.message_id.in_(unread),
-                # A concurrent read may have marked some already: keep its time.
-                MessageDelivery.read_at.is_(None),
-            )
-            .values(read_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
+        await session.execute(_MARK_READ, {"me": me, "ids": unread, "now": utcnow()})
     return Inbox(
         messages=[_view(row, read=row.read_at is not None) for row in rows],
-        total=int(counts[0] or 0),
-        unread_count=int(counts[1] or 0),
+        total=int(total or 0),
+        unread_count=int(unread_count or 0),
     )
 
 

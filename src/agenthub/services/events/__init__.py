@@ -15,10 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agenthub.core.auth import Principal
 from agenthub.core.clock import isoformat_z, utcnow
 from agenthub.core.events import EventBus, EventDict
+from agenthub.db.base import table_of
 from agenthub.db.engine import Database
 from agenthub.db.models import Event
 
 _PENDING = "agenthub.pending_events"
+_EVENTS = table_of(Event)
+_INSERT_EVENT = sa.insert(_EVENTS).returning(_EVENTS.c.id)
 
 
 def to_dict(event: Event) -> EventDict:
@@ -51,22 +54,37 @@ async def record(
     project_id: uuid.UUID | None = None,
     tenant_id: uuid.UUID | None = None,
     audience: str | None = None,
-) -> Event:
+) -> EventDict:
     """Write an event in the caller's transaction; it is published once that commits.
 
     ``audience`` addresses it to AI identities (:func:`ai_audience`) besides the admins and the
-    members of its project or tenant."""
-    event = Event(
-        type=type,
-        data=data,
-        actor=actor.rate_limit_subject if actor else None,
-        project_id=project_id,
-        tenant_id=tenant_id,
-        audience=audience,
+    members of its project or tenant. One INSERT ... RETURNING, without the ORM's unit of work
+    (hot paths such as sending a message record an event per request)."""
+    now = utcnow()
+    actor_name = actor.rate_limit_subject if actor else None
+    event_id = await session.scalar(
+        _INSERT_EVENT,
+        {
+            "type": type,
+            "data": data,
+            "actor": actor_name,
+            "project_id": project_id,
+            "tenant_id": tenant_id,
+            "audience": audience,
+            "created_at": now,
+        },
     )
-    session.add(event)
-    await session.flush()
-    session.info.setdefault(_PENDING, []).append(to_dict(event))
+    event: EventDict = {
+        "id": event_id,
+        "type": type,
+        "data": data,
+        "actor": actor_name,
+        "project_id": str(project_id) if project_id else None,
+        "tenant_id": str(tenant_id) if tenant_id else None,
+        "audience": audience,
+        "created_at": isoformat_z(now),
+    }
+    session.info.setdefault(_PENDING, []).append(event)
     return event
 
 

@@ -28,6 +28,7 @@ from agenthub.core.revocation import RevocationStore
 from agenthub.core.security import InvalidToken, TokenClaims, decode_token, encode_token
 from agenthub.core.settings import Settings
 from agenthub.core.storable import check_text
+from agenthub.db.base import table_of
 from agenthub.db.engine import Database
 from agenthub.db.models import AiIdentity
 
@@ -111,25 +112,58 @@ def name_exists() -> ValidationFailed:
     )
 
 
-def visible_to(viewer: Principal | None) -> sa.ColumnElement[bool]:
-    """Which active AI identities ``viewer`` may see, message and ask to collaborate.
+_AIS = table_of(AiIdentity)
+_VISIBILITY: dict[tuple[bool, bool, bool, bool], sa.ColumnElement[bool]] = {}
+
+
+def visibility(viewer: Principal | None) -> tuple[sa.ColumnElement[bool], dict[str, Any]]:
+    """Which active AI identities ``viewer`` may see, message and ask to collaborate: a clause
+    with bind parameters (built once per kind of viewer, so hot statements can be built once
+    too) and the parameters for this viewer.
 
     Registered AIs form one open network: everyone sees them. An identity bound to a project
     (an Intelligent Machine's) is seen by admins, by callers of its project or tenant, and by
     itself only: its name and project would otherwise show one tenant's work to another.
     """
-    active = AiIdentity.is_active.is_(True)
-    if viewer is not None and viewer.is_admin:
+    admin = viewer is not None and viewer.is_admin
+    ai_id = viewer.ai_id if viewer is not None and not admin else None
+    project_id = viewer.project_id if viewer is not None and not admin else None
+    tenant_id = viewer.tenant_id if viewer is not None and not admin else None
+    shape = (admin, ai_id is not None, project_id is not None, tenant_id is not None)
+    clause = _VISIBILITY.get(shape)
+    if clause is None:
+        clause = _VISIBILITY[shape] = _visibility_clause(*shape)
+    params: dict[str, Any] = {}
+    if ai_id is not None:
+        params["viewer_ai_id"] = ai_id
+    if project_id is not None:
+        params["viewer_project_id"] = project_id
+    if tenant_id is not None:
+        params["viewer_tenant_id"] = tenant_id
+    return clause, params
+
+
+def _visibility_clause(
+    admin: bool, has_ai: bool, has_project: bool, has_tenant: bool
+) -> sa.ColumnElement[bool]:
+    c = _AIS.c
+    active = c.is_active.is_(True)
+    if admin:
         return active
-    seen: list[sa.ColumnElement[bool]] = [AiIdentity.project_id.is_(None)]
-    if viewer is not None:
-        if viewer.ai_id is not None:
-            seen.append(AiIdentity.id == viewer.ai_id)
-        if viewer.project_id is not None:
-            seen.append(AiIdentity.project_id == viewer.project_id)
-        if viewer.tenant_id is not None:
-            seen.append(AiIdentity.tenant_id == viewer.tenant_id)
+    seen: list[sa.ColumnElement[bool]] = [c.project_id.is_(None)]
+    if has_ai:
+        seen.append(c.id == sa.bindparam("viewer_ai_id", type_=sa.BigInteger))
+    if has_project:
+        seen.append(c.project_id == sa.bindparam("viewer_project_id", type_=sa.Uuid))
+    if has_tenant:
+        seen.append(c.tenant_id == sa.bindparam("viewer_tenant_id", type_=sa.Uuid))
     return sa.and_(active, sa.or_(*seen))
+
+
+def visible_to(viewer: Principal | None) -> sa.ColumnElement[bool]:
+    """:func:`visibility` with this viewer's parameters bound into the clause."""
+    clause, params = visibility(viewer)
+    return clause.params(params) if params else clause
 
 
 async def get(session: AsyncSession, ai_id: int, viewer: Principal | None = None) -> AiIdentity:

@@ -16,7 +16,7 @@ from agenthub.core.errors import Unauthorized
 from agenthub.core.revocation import RevocationStore
 from agenthub.core.security import (
     InvalidToken,
-    decode_token,
+    VerifiedTokens,
     hash_api_key,
     looks_like_api_key,
     looks_like_machine_token,
@@ -47,6 +47,7 @@ class Authenticator:
     ) -> None:
         self._db = db
         self._secret_key = secret_key
+        self._verified = VerifiedTokens(secret_key)
         self._revocations = revocations
         self._machine_tokens = machine_tokens
         self._ai_identities = ai_identities
@@ -113,7 +114,7 @@ class Authenticator:
     async def access_token(self, token: str) -> Principal:
         """Validate an access JWT: signature, expiry, revocation, and that its user is active."""
         try:
-            claims = decode_token(self._secret_key, token, use="access")
+            claims = self._verified.decode(token, use="access")
         except InvalidToken as exc:
             if exc.reason == "expired":
                 raise Unauthorized("Token has expired.", code="token_expired") from exc

@@ -392,7 +392,7 @@ async def progress(
     rows = await session.execute(
         sa.select(WorkloadLog.workload_id, WorkloadLog.text).where(WorkloadLog.id.in_(last))
     )
-    return dict(rows.tuples().all())
+    return dict(rows.all())
 
 
 async def stop(

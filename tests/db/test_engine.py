@@ -1,0 +1,121 @@
+"""PostgreSQL connections that break: an idle one is checked and replaced before use; one that
+breaks in steady use fails that request with a 503 and the next request gets a fresh one."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+
+from agenthub.api.app import create_app
+from agenthub.core.settings import Settings
+from agenthub.db import engine as engine_module
+from agenthub.db.migrate import upgrade
+from tests.conftest import BACKEND, POSTGRES_URL, _postgres_admin, new_database
+
+pytestmark = [
+    pytest.mark.db,
+    pytest.mark.skipif(BACKEND != "postgres", reason="PostgreSQL connection handling"),
+]
+
+
+async def _backend_pid(engine: sa.ext.asyncio.AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(sa.text("SELECT pg_backend_pid()")) or 0)
+
+
+def _terminate(pid: int) -> None:
+    _postgres_admin(f"SELECT pg_terminate_backend({pid})")
+
+
+async def _gone(database: str | None) -> None:
+    """Wait until the server has ended the terminated backends."""
+    url = sa.engine.make_url(POSTGRES_URL)
+    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username)
+    try:
+        for _ in range(200):
+            left = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database
+            )
+            if left == 0:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("terminated backends did not end")
+    finally:
+        await conn.close()
+
+
+async def test_idle_connection_killed_by_the_server_is_replaced_before_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine_module, "IDLE_PING_S", 0.05)
+    engine = engine_module.create_engine(POSTGRES_URL, pool_size=1)
+    try:
+        first = await _backend_pid(engine)
+        _terminate(first)
+        await asyncio.sleep(0.2)  # idle longer than IDLE_PING_S: checked at checkout
+        second = await _backend_pid(engine)
+        assert second != first
+    finally:
+        await engine.dispose()
+
+
+async def test_connection_in_steady_use_is_not_pinged_and_recovers_after_one_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine_module, "IDLE_PING_S", 3600.0)
+    engine = engine_module.create_engine(POSTGRES_URL, pool_size=1)
+    try:
+        first = await _backend_pid(engine)
+        assert await _backend_pid(engine) == first  # reused, no reconnect
+        _terminate(first)
+        await asyncio.sleep(0.1)
+        with pytest.raises(DBAPIError) as caught:
+            await _backend_pid(engine)
+        assert caught.value.connection_invalidated
+        assert await _backend_pid(engine) not in (0, first)
+    finally:
+        await engine.dispose()
+
+
+async def test_lost_connection_is_a_503_in_the_surface_format_then_requests_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "IDLE_PING_S", 3600.0)
+    url = new_database(tmp_path)
+    await asyncio.to_thread(upgrade, url)
+    database = sa.engine.make_url(url).database
+    # No rate limiter, and the app without its lifespan (no controllers): the request is the
+    # first to use a cut connection.
+    settings = Settings(data_dir=tmp_path, database_url=url, rate_limit_enabled=False)
+    app = create_app(settings)
+    runtime = app.state.runtime
+    await runtime.bus.start()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub") as c:
+        name = f"engine-{uuid.uuid4().hex[:8]}"
+        made = await c.post("/api/v1/ai/register", json={"ai_name": name})
+        assert made.status_code == 201, made.text
+        # Every connection of the hub's pool is cut while it is in use (not idle long enough
+        # to be checked).
+        _postgres_admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        )
+        await _gone(database)
+        statuses = []
+        for i in range(3):
+            answer = await c.post("/api/v1/ai/register", json={"ai_name": f"{name}-{i}"})
+            statuses.append(answer.status_code)
+            if answer.status_code == 503:
+                body = answer.json()
+                assert body["code"] == "SERVICE_UNAVAILABLE"  # the Collab error format
+                assert "database connection was lost" in body["error"]
+        assert statuses == [503, 201, 201]
+    await runtime.close()
