@@ -28,10 +28,12 @@ async def get_runtime(connection: HTTPConnection) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+async def get_session(connection: HTTPConnection) -> AsyncIterator[AsyncSession]:
     """The request's unit of work: services flush, this commits once, then publishes the
     events recorded in the transaction (only after the commit, so no event announces a change
-    that was rolled back)."""
+    that was rolled back). It reads the runtime itself rather than through :data:`RuntimeDep`:
+    one dependency fewer to resolve on nearly every request."""
+    runtime: Runtime = connection.app.state.runtime
     async with events.unit_of_work(runtime.db, runtime.bus) as session:
         yield session
 

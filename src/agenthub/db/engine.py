@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -116,6 +116,29 @@ class Database:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._reader = _point_reader(url)
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def read(
+        self, statement: sa.Executable, params: dict[str, Any] | None = None
+    ) -> Sequence[sa.Row[Any]]:
+        """The rows of one short read (a lookup by key, such as every request's credential
+        check), outside any transaction and without the cost of a session.
+
+        PostgreSQL: one round trip on an autocommit connection (no BEGIN, no ROLLBACK).
+        SQLite: run on the calling thread through a read-only connection: an indexed lookup
+        takes microseconds there, far less than handing the query to the driver's thread and
+        back. WAL readers do not wait for writers; should the file be busy all the same (a WAL
+        recovery), the read goes through the pool instead of blocking the event loop.
+        """
+        if self._reader is not None:
+            try:
+                with self._reader.connect() as conn:
+                    return conn.execute(statement, params).all()
+            except sa.exc.OperationalError:
+                pass  # busy, or the file is not there yet: the pool's path says what is wrong
+        async with self._autocommit.connect() as conn:
+            return (await conn.execute(statement, params)).all()
 
     @property
     def dialect(self) -> str:
@@ -132,4 +155,30 @@ class Database:
             await conn.execute(sa.text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._reader is not None:
+            self._reader.dispose()
         await self.engine.dispose()
+
+
+def _point_reader(url: str) -> sa.Engine | None:
+    """A synchronous, read-only engine on a SQLite file (see :meth:`Database.read`)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database).resolve()
+    engine = sa.create_engine(
+        f"sqlite:///file:{path}?mode=ro&uri=true",
+        pool_size=1,
+        max_overflow=4,
+        connect_args={"timeout": 0, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # autocommit: a SELECT opens no transaction
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=0")
+        cursor.execute("PRAGMA query_only=ON")
+        cursor.close()
+
+    return engine

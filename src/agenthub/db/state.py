@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from agenthub.core.clock import utcnow
 from agenthub.core.ratelimit import RateLimitDecision, Window, decide
+from agenthub.db.base import table_of
 from agenthub.db.engine import Database
 from agenthub.db.models import RateLimitCounter, RevokedToken
 from agenthub.db.types import UTCDateTime
@@ -80,6 +81,11 @@ class SqlRateLimiter:
         return int(getattr(result, "rowcount", 0) or 0)
 
 
+_IS_REVOKED = sa.select(sa.literal(1)).where(
+    table_of(RevokedToken).c.jti == sa.bindparam("jti", type_=sa.String)
+)
+
+
 class SqlRevocationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -93,9 +99,7 @@ class SqlRevocationStore:
         return inserted is not None
 
     async def is_revoked(self, jti: str) -> bool:
-        async with self._db.sessionmaker() as session:
-            found = await session.scalar(sa.select(RevokedToken.jti).where(RevokedToken.jti == jti))
-        return found is not None
+        return bool(await self._db.read(_IS_REVOKED, {"jti": jti}))
 
     async def prune(self) -> int:
         async with self._db.session() as session:

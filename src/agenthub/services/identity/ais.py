@@ -391,20 +391,32 @@ class AiSnapshot:
 AiCache = TtlCache[int, AiSnapshot]
 
 
+_LOAD = sa.select(
+    _AIS.c.id,
+    _AIS.c.principal_id,
+    _AIS.c.name,
+    _AIS.c.role,
+    _AIS.c.access,
+    _AIS.c.project_id,
+    _AIS.c.tenant_id,
+    _AIS.c.last_seen,
+).where(_AIS.c.id == sa.bindparam("ai_id", type_=sa.BigInteger), _AIS.c.is_active.is_(True))
+
+
 async def _load(db: Database, ai_id: int) -> AiSnapshot | None:
-    async with db.sessionmaker() as session:
-        ai = await session.get(AiIdentity, ai_id)
-    if ai is None or not ai.is_active:
+    rows = await db.read(_LOAD, {"ai_id": ai_id})
+    if not rows:
         return None
+    row = rows[0]
     return AiSnapshot(
-        ai.id,
-        ai.principal_id,
-        ai.name,
-        ai.role,
-        ai.access,
-        ai.project_id,
-        ai.tenant_id,
-        ai.last_seen,
+        row.id,
+        row.principal_id,
+        row.name,
+        row.role,
+        row.access,
+        row.project_id,
+        row.tenant_id,
+        row.last_seen,
     )
 
 

@@ -23,11 +23,22 @@ from agenthub.core.security import (
     looks_like_workload_token,
     verify_password,
 )
+from agenthub.db.base import table_of
 from agenthub.db.engine import Database
 from agenthub.db.models import ApiKey, User
 from agenthub.services.identity import ais
 from agenthub.services.nodes.tokens import MachineTokenCache, resolve_machine_token
 from agenthub.services.scheduling.tokens import resolve_workload_token
+
+# Every request's credential lookups: built once, read without a session (Database.read).
+_KEYS = table_of(ApiKey).c
+_API_KEY = sa.select(
+    _KEYS.id, _KEYS.name, _KEYS.role, _KEYS.project_id, _KEYS.tenant_id, _KEYS.expires_at
+).where(_KEYS.key_hash == sa.bindparam("key_hash", type_=sa.String), _KEYS.revoked_at.is_(None))
+_USERS = table_of(User).c
+_USER = sa.select(
+    _USERS.id, _USERS.username, _USERS.role, _USERS.tenant_id, _USERS.is_active
+).where(_USERS.id == sa.bindparam("user_id", type_=sa.Uuid))
 
 
 class Authenticator:
@@ -77,12 +88,8 @@ class Authenticator:
                 )
 
     async def _api_key(self, key: str) -> Principal:
-        async with self._db.sessionmaker() as session:
-            record = await session.scalar(
-                sa.select(ApiKey).where(
-                    ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None)
-                )
-            )
+        rows = await self._db.read(_API_KEY, {"key_hash": hash_api_key(key)})
+        record = rows[0] if rows else None
         if record is None or (record.expires_at is not None and record.expires_at <= utcnow()):
             raise Unauthorized("Invalid or revoked API key.", code="invalid_token")
         return Principal(
@@ -127,8 +134,8 @@ class Authenticator:
             user_id = uuid.UUID(claims.subject)
         except ValueError as exc:
             raise Unauthorized("Invalid token.", code="invalid_token") from exc
-        async with self._db.sessionmaker() as session:
-            user = await session.get(User, user_id)
+        rows = await self._db.read(_USER, {"user_id": user_id})
+        user = rows[0] if rows else None
         if user is None or not user.is_active:
             raise Unauthorized("Invalid token.", code="invalid_token")
         refresh_exp = claims.extra.get("rexp")
