@@ -1,5 +1,6 @@
-"""PostgreSQL connections that break: an idle one is checked and replaced before use; one that
-breaks in steady use fails that request with a 503 and the next request gets a fresh one."""
+"""Connections: PostgreSQL ones that break (an idle one is checked and replaced before use; one
+that breaks in steady use fails that request with a 503 and the next request gets a fresh one),
+and :meth:`Database.read`, the session-less read of credential lookups."""
 
 from __future__ import annotations
 
@@ -16,13 +17,12 @@ from sqlalchemy.exc import DBAPIError
 from agenthub.api.app import create_app
 from agenthub.core.settings import Settings
 from agenthub.db import engine as engine_module
+from agenthub.db.engine import Database
 from agenthub.db.migrate import upgrade
 from tests.conftest import BACKEND, POSTGRES_URL, _postgres_admin, new_database
 
-pytestmark = [
-    pytest.mark.db,
-    pytest.mark.skipif(BACKEND != "postgres", reason="PostgreSQL connection handling"),
-]
+pytestmark = pytest.mark.db
+postgres_only = pytest.mark.skipif(BACKEND != "postgres", reason="PostgreSQL connection handling")
 
 
 async def _backend_pid(engine: sa.ext.asyncio.AsyncEngine) -> int:
@@ -51,6 +51,7 @@ async def _gone(database: str | None) -> None:
         await conn.close()
 
 
+@postgres_only
 async def test_idle_connection_killed_by_the_server_is_replaced_before_use(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -66,6 +67,7 @@ async def test_idle_connection_killed_by_the_server_is_replaced_before_use(
         await engine.dispose()
 
 
+@postgres_only
 async def test_connection_in_steady_use_is_not_pinged_and_recovers_after_one_failure(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -84,6 +86,7 @@ async def test_connection_in_steady_use_is_not_pinged_and_recovers_after_one_fai
         await engine.dispose()
 
 
+@postgres_only
 async def test_lost_connection_is_a_503_in_the_surface_format_then_requests_succeed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -119,3 +122,32 @@ async def test_lost_connection_is_a_503_in_the_surface_format_then_requests_succ
                 assert "database connection was lost" in body["error"]
         assert statuses == [503, 201, 201]
     await runtime.close()
+
+
+async def test_read_sees_what_a_transaction_just_committed(tmp_path: Path) -> None:
+    url = new_database(tmp_path)
+    db = Database(url)
+    probe = sa.table("read_probe", sa.column("k", sa.String), sa.column("v", sa.Integer))
+    lookup = sa.select(probe.c.v).where(probe.c.k == sa.bindparam("k", type_=sa.String))
+    try:
+        async with db.session() as session:
+            await session.execute(sa.text("CREATE TABLE read_probe (k VARCHAR(8), v INTEGER)"))
+        assert list(await db.read(lookup, {"k": "a"})) == []
+        for value in range(3):
+            async with db.session() as session:
+                await session.execute(sa.insert(probe).values(k=f"k{value}", v=value))
+            # Read right after each commit: a reader never answers from before it.
+            assert [tuple(r) for r in await db.read(lookup, {"k": f"k{value}"})] == [(value,)]
+    finally:
+        await db.dispose()
+
+
+async def test_read_before_the_sqlite_file_exists_goes_through_the_pool(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'later.db'}")
+    try:
+        # The read-only connection cannot open a missing file; the pool's path creates it.
+        assert [tuple(r) for r in await db.read(sa.select(sa.literal(7)))] == [(7,)]
+        with pytest.raises(sa.exc.OperationalError, match="no such table"):
+            await db.read(sa.text("SELECT x FROM missing"))
+    finally:
+        await db.dispose()
