@@ -18,18 +18,25 @@ compresses or deduplicates) is built in a temporary directory. Then, per round:
   cache (every file copied) — beside ``git checkout`` of the first commit into an empty work
   tree (``git --work-tree=EMPTY checkout -f HEAD~1 -- .``).
 
-Before each timed step the page cache is flushed (``sync``, untimed), so that no step pays for
-the writeback of the step before it (a flush inside ours would otherwise also write git's
-objects out).
+Automatic ``git gc`` is off in the benchmark's repository: ``git commit`` would otherwise start
+one in the background (detached, so never in git's time) that packs and deletes the loose
+objects during the steps after it. Before each timed step dirty data is written back (``sync``,
+untimed; the page cache is not dropped), so that no step pays for the writeback of the step
+before it (a flush inside ours would otherwise also write git's objects out). Ours goes first
+in even rounds and git in odd ones, and every round's files are kept until the last round
+ends: on ext4 without a journal (as on the machine the results were taken on) each create
+passes over recently freed inodes (for seconds to minutes after they are freed), so whichever
+side ran first after a round's cleanup paid seconds more.
 
-Printed: the median of the rounds for each, and ours / git (below 1 is faster than git).
-Targets: full ≤ 1x, incremental ≤ 0.5x, restore ≤ 1x.
+Printed: the median of the rounds for each, and ours / git (below 1 is faster than git);
+``--json`` adds every round's times. Targets: full ≤ 1x, incremental ≤ 0.5x, restore ≤ 1x.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -38,6 +45,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +94,7 @@ async def store_blobs(store: LocalBlobStore, tree: Path, manifest: dict[str, Any
     """What the hub does with a node's upload: the missing blobs, small ones in batches of
     16 MB (one durability barrier per batch, as ``POST /blobs/batch``), large ones alone."""
     entries = {
-        e["sha256"]: (tree / p, int(e["size"]))
+        e["sha256"]: (p, int(e["size"]))
         for p, e in manifest.items()
         if e.get("type", "file") == "file"
     }
@@ -94,8 +102,8 @@ async def store_blobs(store: LocalBlobStore, tree: Path, manifest: dict[str, Any
     batch: list[tuple[str, bytes]] = []
     filled = 0
     for digest in missing:
-        path, size = entries[digest]
-        data = await asyncio.to_thread(path.read_bytes)
+        rel, size = entries[digest]
+        data = await asyncio.to_thread((tree / rel).read_bytes)
         if size > 1024 * 1024:
 
             async def one(data: bytes = data) -> Any:
@@ -121,44 +129,83 @@ def fill_cache(cache: Path, store_root: Path) -> None:
             shutil.copyfile(blob, target)
 
 
-async def one_round(work: Path, files: int, total_mb: int, seed: int) -> dict[str, float]:
+def run_git(work: Path, tree: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", f"--git-dir={work / 'repo.git'}", f"--work-tree={tree}", *args],
+        cwd=tree,
+        check=True,
+        capture_output=True,
+    )
+
+
+async def pair(
+    ours: Callable[[], Awaitable[object]], theirs: Callable[[], object], ours_first: bool
+) -> tuple[float, float]:
+    """Time ``ours`` and ``theirs`` (git), in the order given; the page cache is flushed (untimed)
+    before each, so that neither pays for the writeback of what ran before it."""
+
+    async def time_ours() -> float:
+        os.sync()
+        started = time.perf_counter()
+        await ours()
+        return time.perf_counter() - started
+
+    def time_theirs() -> float:
+        os.sync()
+        started = time.perf_counter()
+        theirs()
+        return time.perf_counter() - started
+
+    if ours_first:
+        mine = await time_ours()
+        return mine, time_theirs()
+    git_time = time_theirs()
+    return await time_ours(), git_time
+
+
+async def one_round(
+    work: Path, files: int, total_mb: int, seed: int, ours_first: bool
+) -> dict[str, float]:
     rng = random.Random(seed)  # noqa: S311 - synthetic file content, not secrets
     tree = work / "tree"
     paths = build_tree(tree, files, total_mb, rng)
     store = LocalBlobStore(work / "store")
     out: dict[str, float] = {}
+    git(tree, "init", "-q")
+    # With 10k loose objects, `git commit` starts a detached `git gc --auto`, which packs them
+    # on both cores and then deletes them while the next steps are being timed (that work was
+    # never in git's own time). Off, so that nothing of either side runs in the background.
+    git(tree, "config", "gc.auto", "0")
+    git(tree, "config", "maintenance.auto", "false")
     # Files younger than the racy window are never trusted from the stat cache: let the tree
     # age past it, as a workspace does between a machine's last write and its checkpoint.
     await asyncio.sleep(1.1)
 
-    os.sync()  # untimed: no step pays for the writeback of the one before
-    started = time.perf_counter()
-    first = await asyncio.to_thread(scan, tree, state_dir=work / "state")
-    await store_blobs(store, tree, first.manifest)
-    out["full"] = time.perf_counter() - started
+    manifests: list[dict[str, Any]] = []
 
-    git(tree, "init", "-q")
-    os.sync()  # untimed: no step pays for the writeback of the one before
-    started = time.perf_counter()
-    git(tree, "add", "-A")
-    git(tree, "commit", "-q", "-m", "full")
-    out["git_full"] = time.perf_counter() - started
+    async def full() -> None:
+        first = await asyncio.to_thread(scan, tree, state_dir=work / "state")
+        await store_blobs(store, tree, first.manifest)
+        manifests.append(first.manifest)
+
+    def git_commit(message: str) -> None:
+        git(tree, "add", "-A")
+        git(tree, "commit", "-q", "-m", message)
+
+    out["full"], out["git_full"] = await pair(full, lambda: git_commit("full"), ours_first)
 
     await asyncio.sleep(1.1)  # past the racy window: the stat cache trusts the first scan's entries
     for p in rng.sample(paths, max(1, len(paths) // 100)):
         p.write_bytes(rng.randbytes(p.stat().st_size))
-    os.sync()  # untimed: no step pays for the writeback of the one before
-    started = time.perf_counter()
-    second = await asyncio.to_thread(scan, tree, state_dir=work / "state")
-    uploaded = await store_blobs(store, tree, second.manifest)
-    out["incremental"] = time.perf_counter() - started
-    out["incremental_hashed"] = second.hashed
-    out["incremental_uploaded"] = uploaded
-    os.sync()  # untimed: no step pays for the writeback of the one before
-    started = time.perf_counter()
-    git(tree, "add", "-A")
-    git(tree, "commit", "-q", "-m", "one percent")
-    out["git_incremental"] = time.perf_counter() - started
+
+    async def incremental() -> None:
+        second = await asyncio.to_thread(scan, tree, state_dir=work / "state")
+        out["incremental_hashed"] = second.hashed
+        out["incremental_uploaded"] = await store_blobs(store, tree, second.manifest)
+
+    out["incremental"], out["git_incremental"] = await pair(
+        incremental, lambda: git_commit("one percent"), ours_first
+    )
 
     cache = work / "cache"
     fill_cache(cache, work / "store")
@@ -166,33 +213,16 @@ async def one_round(work: Path, files: int, total_mb: int, seed: int) -> dict[st
     async def no_fetch(missing: list[str]) -> None:
         raise AssertionError(f"the cache lacks {len(missing)} blobs")
 
-    target = work / "restored"
+    target, empty = work / "restored", work / "checkout"
     target.mkdir()
-    os.sync()  # untimed: no step pays for the writeback of the one before
-    started = time.perf_counter()
-    await materialize(target, first.manifest, cache_dir=cache, fetch=no_fetch)
-    out["restore"] = time.perf_counter() - started
-
-    empty = work / "checkout"
     empty.mkdir()
-    os.sync()  # untimed: no step pays for the writeback of the one before
-    started = time.perf_counter()
-    subprocess.run(  # noqa: ASYNC221 - timed on purpose; nothing else runs meanwhile
-        [
-            "git",
-            f"--git-dir={work / 'repo.git'}",
-            f"--work-tree={empty}",
-            "checkout",
-            "-f",
-            "HEAD~1",
-            "--",
-            ".",
-        ],
-        cwd=empty,
-        check=True,
-        capture_output=True,
+
+    async def restore() -> None:
+        await materialize(target, manifests[0], cache_dir=cache, fetch=no_fetch)
+
+    out["restore"], out["git_restore"] = await pair(
+        restore, lambda: run_git(work, empty, "checkout", "-f", "HEAD~1", "--", "."), ours_first
     )
-    out["git_restore"] = time.perf_counter() - started
     await store.close()
     return out
 
@@ -205,9 +235,14 @@ async def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rounds = []
-    for seed in range(args.rounds):
-        with tempfile.TemporaryDirectory(prefix="agenthub-bench-") as tmp:
-            rounds.append(await one_round(Path(tmp), args.files, args.mb, seed))
+    # Every round's files stay until the last round is done: ext4 without a journal passes over
+    # recently freed inodes on every create, so creating files just after deleting a previous
+    # round's ~70k made whichever side ran first pay up to several seconds more.
+    with contextlib.ExitStack() as dirs:
+        for seed in range(args.rounds):
+            tmp = dirs.enter_context(tempfile.TemporaryDirectory(prefix="agenthub-bench-"))
+            # Alternate which side goes first, so that neither always runs on the other's heels.
+            rounds.append(await one_round(Path(tmp), args.files, args.mb, seed, seed % 2 == 0))
     median = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
     ratios = {
         "full": median["full"] / median["git_full"],
@@ -215,7 +250,7 @@ async def main() -> None:
         "restore": median["restore"] / median["git_restore"],
     }
     if args.json:
-        print(json.dumps({"median_s": median, "ratios": ratios}, indent=2))
+        print(json.dumps({"median_s": median, "ratios": ratios, "rounds_s": rounds}, indent=2))
         return
     print(f"{args.files} files, {args.mb} MB, {args.rounds} rounds (medians)")
     for key, target in (("full", 1.0), ("incremental", 0.5), ("restore", 1.0)):

@@ -8,8 +8,10 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pathspec import GitIgnoreSpec
@@ -470,3 +472,131 @@ async def test_materialize_keeps_a_blob_cache_inside_the_workspace(tmp_path: Pat
     assert await materialize(ws, manifest, cache_dir=fetch.cache, fetch=fetch) == 0
     assert blob_path(fetch.cache, manifest["f"]["sha256"]).read_text() == "content"
     assert _listing(ws) == ["f", "node"]
+
+
+def test_unchanged_workspace_does_not_rewrite_the_stat_cache(tmp_path: Path) -> None:
+    ws, state = tmp_path / "ws", tmp_path / "state"
+    ws.mkdir()
+    for i in range(3):
+        (ws / f"f{i}").write_text(str(i))
+    _past_racy_window()
+    scan(ws, state_dir=state)
+    written = (state / STAT_CACHE_FILE).stat().st_ino
+
+    assert scan(ws, state_dir=state).hashed == 0
+    assert (state / STAT_CACHE_FILE).stat().st_ino == written  # not replaced
+
+    (ws / "f1").unlink()
+    assert scan(ws, state_dir=state).hashed == 0
+    assert (state / STAT_CACHE_FILE).stat().st_ino != written  # the entry for f1 is gone
+    assert sorted(
+        snapshot._load_stat_cache(state / STAT_CACHE_FILE, snapshot._root_id(str(ws)))
+    ) == ["f0", "f2"]
+
+
+def test_workspace_reached_through_a_symlink_is_scanned(tree: Path, tmp_path: Path) -> None:
+    link = tmp_path / "ws-link"
+    link.symlink_to(tree)
+    assert scan(link, state_dir=tmp_path / "s1").manifest == (
+        scan(tree, state_dir=tmp_path / "s2").manifest
+    )
+
+
+def _many_files(ws: Path, count: int) -> None:
+    for i in range(count):
+        d = ws / f"d{i % 9}" / f"e{i % 4}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}").write_bytes(os.urandom(i * 37 % 5000))
+        (d / f"f{i}").chmod((0o644, 0o755, 0o600, 0o444)[i % 4])
+    (ws / "big").write_bytes(os.urandom(snapshot._SMALL_COPY * 2 + 3))  # copy_file_range path
+
+
+async def test_large_restore_copies_in_threads_and_round_trips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    _many_files(src, 300)
+    manifest = scan(src, state_dir=tmp_path / "state").manifest
+    monkeypatch.setattr(snapshot, "COPY_THREADS", 3)
+    threads: set[str] = set()
+    copy = snapshot._copy_blob
+
+    def spy(*args: Any) -> None:
+        threads.add(threading.current_thread().name)
+        copy(*args)
+
+    monkeypatch.setattr(snapshot, "_copy_blob", spy)
+    out = tmp_path / "out"
+    fetch = Fetcher(tmp_path / "cache", _sources(src, manifest))
+
+    assert await materialize(out, manifest, cache_dir=fetch.cache, fetch=fetch) == 301
+    assert threads
+    assert all(name.startswith("materialize") for name in threads)
+    assert scan(out, state_dir=tmp_path / "state-out").manifest == manifest
+
+
+async def test_a_copy_failing_in_a_thread_fails_the_restore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    _many_files(src, 200)
+    manifest = scan(src, state_dir=tmp_path / "state").manifest
+    monkeypatch.setattr(snapshot, "COPY_THREADS", 2)
+    copy = snapshot._copy_blob
+
+    def failing(src_path: str, dst: str, *args: Any) -> None:
+        if dst.endswith("/f150"):
+            raise OSError(28, "No space left on device")
+        copy(src_path, dst, *args)
+
+    monkeypatch.setattr(snapshot, "_copy_blob", failing)
+    fetch = Fetcher(tmp_path / "cache", _sources(src, manifest))
+    with pytest.raises(OSError, match="No space left"):
+        await materialize(tmp_path / "out", manifest, cache_dir=fetch.cache, fetch=fetch)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002, 0o027])
+async def test_restored_modes_do_not_depend_on_the_umask(tmp_path: Path, umask: int) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    modes = (0o644, 0o755, 0o600, 0o664, 0o444, 0o700, 0o000)
+    for mode in modes:
+        (src / f"m{mode:o}").write_text(f"{mode:o}")
+        (src / f"m{mode:o}").chmod(mode)
+    manifest = scan(src, state_dir=tmp_path / "state").manifest
+    fetch = Fetcher(tmp_path / "cache", _sources(src, manifest))
+    before = os.umask(umask)
+    try:
+        assert snapshot._umask() == umask
+        await materialize(tmp_path / "out", manifest, cache_dir=fetch.cache, fetch=fetch)
+    finally:
+        os.umask(before)
+    for mode in modes:
+        assert stat.S_IMODE((tmp_path / "out" / f"m{mode:o}").stat().st_mode) == mode
+        (tmp_path / "out" / f"m{mode:o}").chmod(0o600)
+        assert (tmp_path / "out" / f"m{mode:o}").read_text() == f"{mode:o}"
+
+
+async def test_restore_copies_the_whole_blob_whatever_size_the_manifest_claims(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "small").write_bytes(os.urandom(3000))
+    (src / "large").write_bytes(os.urandom(snapshot._SMALL_COPY + 5000))
+    manifest = scan(src, state_dir=tmp_path / "state").manifest
+    fetch = Fetcher(tmp_path / "cache", _sources(src, manifest))
+    lying = {
+        "small": {**manifest["small"], "size": 10},
+        "large": {**manifest["large"], "size": snapshot._SMALL_COPY * 3},
+        "small-longer": {**manifest["small"], "size": 9000},
+        "large-shorter": {**manifest["large"], "size": snapshot._SMALL_COPY + 1},
+    }
+    await materialize(tmp_path / "out", lying, cache_dir=fetch.cache, fetch=fetch)
+    for name, source in (
+        ("small", "small"),
+        ("large", "large"),
+        ("small-longer", "small"),
+        ("large-shorter", "large"),
+    ):
+        assert (tmp_path / "out" / name).read_bytes() == (src / source).read_bytes(), name

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from agenthub.core.settings import Settings
+from agenthub.services.checkpoints import blobs as blobs_module
 from agenthub.services.checkpoints.blobs import (
     BlobMismatch,
     BlobStore,
@@ -316,3 +318,103 @@ async def test_put_many_stores_all_or_nothing(blobs: Case) -> None:
         await blobs.store.put_many(bad)
     assert not await blobs.store.has(sha(b"fine"))
     assert await blobs.stored() == before
+
+
+async def test_put_many_makes_data_durable_before_names_and_names_before_returning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order that keeps a power cut from leaving a partial blob under its name: every
+    temporary file written, a flush, the renames, another flush, and only then success."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    events: list[str] = []
+    real_syncfs, real_replace = blobs_module._syncfs, os.replace
+
+    def syncfs(path: Path | str) -> None:
+        # Every temporary file is complete by the time of the flush.
+        parts = sorted((tmp_path / "blobs" / "tmp").iterdir())
+        events.append(f"syncfs {len(parts)} parts {sum(p.stat().st_size for p in parts)} bytes")
+        real_syncfs(path)
+
+    def replace(src: str, dst: str) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(blobs_module, "_syncfs", syncfs)
+    monkeypatch.setattr(blobs_module.os, "replace", replace)
+    items = [os.urandom(n) for n in (1, 2000, 3000)]
+    await store.put_many([(sha(b), b) for b in items])
+
+    assert events == [
+        "syncfs 3 parts 5001 bytes",
+        "rename",
+        "rename",
+        "rename",
+        "syncfs 0 parts 0 bytes",
+    ]
+    for data in items:
+        assert await store.read(sha(data)) == data
+
+
+async def test_put_many_cut_short_leaves_whole_blobs_or_none_and_no_temp_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    items = [os.urandom(100 + n) for n in range(4)]
+    real_replace = os.replace
+    renames = 0
+
+    def failing_replace(src: str, dst: str) -> None:
+        nonlocal renames
+        renames += 1
+        if renames == 3:
+            raise OSError("disk went away")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(blobs_module.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="went away"):
+        await store.put_many([(sha(b), b) for b in items])
+    monkeypatch.setattr(blobs_module.os, "replace", real_replace)
+
+    assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+    stored = [data for data in items if await store.has(sha(data))]
+    assert len(stored) == 2
+    for data in stored:
+        assert await store.read(sha(data)) == data
+    # A retry stores the rest; the missing ones are reported as missing until then.
+    assert await store.missing(sha(b) for b in items) == {sha(b) for b in items} - {
+        sha(b) for b in stored
+    }
+    await store.put_many([(sha(b), b) for b in items])
+    assert await store.missing(sha(b) for b in items) == set()
+
+
+async def test_put_many_fails_whole_when_a_shard_directory_cannot_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many new blobs: their shard directories are made by another thread, and a failure there
+    fails the batch before any blob gets its name."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    items = [os.urandom(50) + bytes([i]) for i in range(60)]
+    shards = {f"{sha(b)[:2]}/{sha(b)[2:4]}" for b in items}
+    assert len(shards) >= 16  # enough for the thread
+    doomed = sorted(shards)[len(shards) // 2]
+    real_makedirs = blobs_module._makedirs
+    threads: set[str] = set()
+
+    def makedirs(path: str) -> None:
+        threads.add(threading.current_thread().name)
+        if path.endswith(doomed):
+            raise PermissionError(13, "Permission denied", path)
+        real_makedirs(path)
+
+    monkeypatch.setattr(blobs_module, "_makedirs", makedirs)
+    with pytest.raises(PermissionError):
+        await store.put_many([(sha(b), b) for b in items])
+    assert all(name.startswith("blob-shards") for name in threads)
+    assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+    assert await store.missing(sha(b) for b in items) == {sha(b) for b in items}
+
+    monkeypatch.setattr(blobs_module, "_makedirs", real_makedirs)
+    assert await store.put_many([(sha(b), b) for b in items]) == sum(len(b) for b in items)
+    for data in items:
+        assert await store.read(sha(data)) == data

@@ -26,7 +26,8 @@ cached, since a later write in the same timestamp tick could leave the stat unch
 :func:`materialize` copies blobs out of a node-local content-addressed cache
 (``cache_dir/<d[:2]>/<d>``); it never hard-links them, because a workload may write its files in
 place. It does not restore set-user-ID or set-group-ID bits: materialising as root must not mint
-set-ID programs out of a checkpoint.
+set-ID programs out of a checkpoint. Directories are made first, then the files are copied by up
+to :data:`COPY_THREADS` threads (creating a file is mostly kernel work, which threads overlap).
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ import stat
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from stat import S_ISDIR, S_ISLNK, S_ISREG
+from typing import Any, NamedTuple
 
 import msgpack  # type: ignore[import-untyped]
 from pathspec import GitIgnoreSpec, RegexPattern
@@ -69,6 +72,7 @@ RACY_WINDOW_NS = 1_000_000_000
 _CACHE_VERSION = 1
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _SETID = stat.S_ISUID | stat.S_ISGID
+COPY_THREADS = min(4, os.cpu_count() or 1)  # threads a large restore copies files with
 
 # [size, mtime_ns, ino, ctime_ns, sha256]
 _CacheEntry = list[Any]
@@ -213,8 +217,8 @@ def _save_stat_cache(path: Path, root_id: list[Any], entries: dict[str, _CacheEn
         raise
 
 
-def _symlink_entry(path: str, st: os.stat_result) -> dict[str, Any]:
-    target = os.readlink(path)
+def _symlink_entry(path: str, st: os.stat_result, dir_fd: int | None = None) -> dict[str, Any]:
+    target = os.readlink(path, dir_fd=dir_fd)
     raw = os.fsencode(target)
     return {
         "type": "symlink",
@@ -232,71 +236,97 @@ def _ancestors(rel: str) -> Iterable[str]:
         i = rel.find("/", i + 1)
 
 
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
 def scan(workspace: Path, *, state_dir: Path) -> ScanResult:
     """Manifest of ``workspace``, reading only files whose stat changed since the last scan."""
     root = os.fspath(workspace)
     started = time.time_ns()
     ignored = _Ignore(_read_ignore_file(root))
+    is_ignored: Callable[[str], object] = (
+        ignored.any.search if ignored.any is not None else ignored.spec.match_file
+    )
     root_id = _root_id(root)
     cache_path = state_dir / STAT_CACHE_FILE
     cache = _load_stat_cache(cache_path, root_id)
+    cached = cache.get
     skip: set[str] = set()
     with contextlib.suppress(OSError):
         rel_state = os.path.relpath(os.path.realpath(state_dir), root_id[0])
         if not rel_state.startswith(".."):
             skip.add(rel_state.replace(os.sep, "/"))
 
+    # One pass: the stat of every entry is compared with the cache as the walk finds it. This
+    # loop runs once per file of the workspace, so it is kept to plain local operations, and
+    # each directory is listed through a descriptor so that every lstat resolves one name
+    # rather than the whole path (a fifth of a rescan's time).
     manifest: Manifest = {}
-    files: dict[str, os.stat_result] = {}
+    new_cache: dict[str, _CacheEntry] = {}
+    to_hash: list[str] = []
     dirs: dict[str, int] = {}
+    digest_ok = _DIGEST.fullmatch
     stack = [""]
     while stack:
         rel_dir = stack.pop()
         prefix = rel_dir + "/" if rel_dir else ""
         try:
-            it = os.scandir(os.path.join(root, rel_dir) if rel_dir else root)
+            # A directory replaced by a symlink since it was listed is not entered (the
+            # workspace itself may be a symlink).
+            dir_fd = os.open(
+                os.path.join(root, rel_dir) if rel_dir else root,
+                _OPEN_DIR | os.O_NOFOLLOW if rel_dir else _OPEN_DIR,
+            )
         except (FileNotFoundError, NotADirectoryError):  # vanished or replaced during the walk
             continue
-        with it:
-            for entry in it:
-                rel = prefix + entry.name
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                kind = stat.S_IFMT(st.st_mode)
-                if kind == stat.S_IFDIR:
-                    if rel in skip or ignored(rel + "/"):
+        except OSError as exc:
+            if exc.errno != errno.ELOOP or not rel_dir:
+                raise
+            continue
+        try:
+            with os.scandir(dir_fd) as it:
+                for entry in it:
+                    rel = prefix + entry.name
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
                         continue
-                    dirs[rel] = stat.S_IMODE(st.st_mode)
-                    stack.append(rel)
-                elif ignored(rel):
-                    continue
-                elif kind == stat.S_IFREG:
-                    files[rel] = st
-                elif kind == stat.S_IFLNK:
-                    with contextlib.suppress(OSError):
-                        manifest[rel] = _symlink_entry(entry.path, st)
-
-    new_cache: dict[str, _CacheEntry] = {}
-    to_hash: list[str] = []
-    racy_after = started - RACY_WINDOW_NS
-    for rel, st in files.items():
-        hit = cache.get(rel)
-        if (
-            isinstance(hit, list)
-            and len(hit) == 5
-            and hit[:4] == [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-            and isinstance(hit[4], str)
-            and _DIGEST.fullmatch(hit[4])
-        ):
-            digest = hit[4]
-            manifest[rel] = {"size": st.st_size, "sha256": digest, "mode": stat.S_IMODE(st.st_mode)}
-            new_cache[rel] = hit
-        else:
-            to_hash.append(rel)
+                    mode = st.st_mode
+                    if S_ISREG(mode):
+                        if is_ignored(rel):
+                            continue
+                        hit = cached(rel)
+                        if (
+                            type(hit) is list
+                            and len(hit) == 5
+                            and hit[0] == st.st_size
+                            and hit[1] == st.st_mtime_ns
+                            and hit[2] == st.st_ino
+                            and hit[3] == st.st_ctime_ns
+                            and type(digest := hit[4]) is str
+                            and digest_ok(digest)
+                        ):
+                            manifest[rel] = {
+                                "size": st.st_size,
+                                "sha256": digest,
+                                "mode": mode & 0o7777,
+                            }
+                            new_cache[rel] = hit
+                        else:
+                            to_hash.append(rel)
+                    elif S_ISDIR(mode):
+                        if rel in skip or is_ignored(rel + "/"):
+                            continue
+                        dirs[rel] = mode & 0o7777
+                        stack.append(rel)
+                    elif S_ISLNK(mode) and not is_ignored(rel):
+                        with contextlib.suppress(OSError):
+                            manifest[rel] = _symlink_entry(entry.name, st, dir_fd)
+        finally:
+            os.close(dir_fd)
 
     hashed = bytes_hashed = 0
+    racy_after = started - RACY_WINDOW_NS
     for rel in to_hash:
         result = _try_hash(os.path.join(root, rel))
         if isinstance(result, Exception):  # gone, or replaced (by a link?) since it was listed
@@ -321,15 +351,20 @@ def scan(workspace: Path, *, state_dir: Path) -> ScanResult:
             manifest[rel] = {"type": "dir", "mode": dirs[rel], "size": 0, "sha256": ""}
         covered.add(rel.rpartition("/")[0])
 
-    _save_stat_cache(cache_path, root_id, new_cache)
+    if new_cache != cache:  # an unchanged workspace rewrites nothing
+        _save_stat_cache(cache_path, root_id, new_cache)
     ordered = {rel: manifest[rel] for rel in sorted(manifest)}
-    regular = [e for e in ordered.values() if "type" not in e]
+    total_size = file_count = 0
+    for e in ordered.values():
+        if "type" not in e:
+            total_size += e["size"]
+            file_count += 1
     return ScanResult(
         manifest=ordered,
         hashed=hashed,
         bytes_hashed=bytes_hashed,
-        total_size=sum(e["size"] for e in regular),
-        file_count=len(regular),
+        total_size=total_size,
+        file_count=file_count,
     )
 
 
@@ -337,8 +372,7 @@ def _kind(entry: dict[str, Any]) -> str:
     return str(entry.get("type") or "file")
 
 
-@dataclass(frozen=True)
-class _Want:
+class _Want(NamedTuple):  # a tuple: ten thousand of them build ~5x faster than a dataclass
     kind: str  # "file", "symlink" or "dir"
     sha256: str = ""
     size: int = 0
@@ -354,7 +388,8 @@ def _check_manifest(manifest: Manifest) -> dict[str, _Want]:
             raise ValueError(f"bad manifest path {path!r}")
         if path.startswith("/"):
             raise ValueError(f"manifest path {path!r} is absolute")
-        if any(part in ("", ".", "..") for part in path.split("/")):
+        parts = path.split("/")
+        if "" in parts or "." in parts or ".." in parts:
             raise ValueError(f"manifest path {path!r} is not a plain relative path")
         if not isinstance(entry, dict):
             raise ValueError(f"manifest entry for {path!r} is not an object")
@@ -377,11 +412,15 @@ def _check_manifest(manifest: Manifest) -> dict[str, _Want]:
             wants[path] = _Want("dir", mode=mode & 0o7777 & ~_SETID)
         else:
             raise ValueError(f"manifest entry for {path!r} has unknown type {kind!r}")
+    passed: set[str] = set()  # directories whose ancestors, and themselves, are fine
     for path in wants:
-        for parent in _ancestors(path):
+        parent = path.rpartition("/")[0]
+        while parent and parent not in passed:
             above = wants.get(parent)
             if above is not None and above.kind != "dir":
                 raise ValueError(f"manifest path {path!r} would be written through {parent!r}")
+            passed.add(parent)
+            parent = parent.rpartition("/")[0]
     return wants
 
 
@@ -412,7 +451,10 @@ async def materialize(
 
 
 def _missing_blobs(cache_dir: Path, digests: list[str]) -> list[str]:
-    return [d for d in digests if not blob_path(cache_dir, d).is_file()]
+    # Strings, not Paths, and access, not stat (which builds a result object): 10k blobs cost
+    # ~20 ms instead of ~0.2 s. A name in the cache is only ever made for a blob (by ``fetch``).
+    blobs = os.fspath(cache_dir)
+    return [d for d in digests if not os.access(f"{blobs}/{d[:2]}/{d}", os.F_OK)]
 
 
 def _verify_blobs(cache_dir: Path, digests: list[str]) -> None:
@@ -486,31 +528,63 @@ def _ensure_dir(path: str) -> None:
             raise
 
 
-def _copy_blob(src: str, dst: str, mode: int) -> None:
+def _umask() -> int | None:
+    """This process's umask, read without changing it (``os.umask`` would, for every thread);
+    None where ``/proc`` does not tell."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _copy_blob(src: str, dst: str, mode: int, size: int, umask: int | None) -> None:
+    """A new file ``dst`` with the content of ``src`` (``size`` is a hint) and ``mode``.
+
+    The file is created with its mode when the umask leaves that mode as it is (no ``fchmod``
+    then); otherwise it is created private and given its mode once written.
+    """
     src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        dst_fd = os.open(dst, flags, 0o600)
+        direct = umask is not None and not mode & umask
+        dst_fd = os.open(dst, _CREATE, mode if direct else 0o600)
         try:
-            _copy_fd(src_fd, dst_fd, os.fstat(src_fd).st_size)
-            os.fchmod(dst_fd, mode)
+            _copy_fd(src_fd, dst_fd, size)
+            if not direct:
+                os.fchmod(dst_fd, mode)
         finally:
             os.close(dst_fd)
     finally:
         os.close(src_fd)
 
 
+# Above this, copy_file_range (which shares extents on btrfs and xfs, and saves a copy through
+# user space elsewhere); below it, one read and one write cost fewer syscalls and less setup.
+_SMALL_COPY = 256 << 10
+
+
 def _copy_fd(src: int, dst: int, size: int) -> None:
-    # copy_file_range shares extents where the filesystem can (btrfs, xfs) and otherwise copies
-    # in the kernel; where it is refused, carry on with reads and writes from where it stopped.
-    left = size
-    with contextlib.suppress(OSError):
-        while left > 0 and (n := os.copy_file_range(src, dst, left)):
-            left -= n
-    while chunk := os.read(src, CHUNK):
+    """Copy what ``src`` holds, to its end, into ``dst``; ``size`` is what it should hold."""
+    if size > _SMALL_COPY:
+        # Where copy_file_range is refused, carry on with reads and writes from where it stopped.
+        left = size
+        with contextlib.suppress(OSError):
+            while left > 0 and (n := os.copy_file_range(src, dst, left)):
+                left -= n
+    # A read of size + 1 takes a file of the expected size in one call; the next one sees its
+    # end. (Not CHUNK every time: os.read allocates what it is asked for.)
+    want = min(size + 1, CHUNK)
+    while chunk := os.read(src, want):
         view = memoryview(chunk)
         while view:
             view = view[os.write(dst, view) :]
+        want = CHUNK
 
 
 def _keep_spec(wants: dict[str, _Want], cache_dir: Path) -> _Ignore:
@@ -527,14 +601,16 @@ def _write_tree(root: str, wants: dict[str, _Want], cache_dir: Path) -> int:
     blobs = os.fspath(cache_dir)
     made: set[str] = set()
     dir_modes: list[tuple[str, int]] = []
-    copies: list[tuple[str, str, int]] = []
+    copies: list[tuple[str, str, int, int]] = []
     for rel in sorted(wants):
         want, have = wants[rel], existing.get(rel)
         path = os.path.join(root, rel)
-        for parent in _ancestors(rel):
-            if parent not in made:
-                _ensure_dir(os.path.join(root, parent))
-                made.add(parent)
+        parent = rel.rpartition("/")[0]
+        if parent and parent not in made:
+            for above in _ancestors(rel):
+                if above not in made:
+                    _ensure_dir(os.path.join(root, above))
+                    made.add(above)
         if want.kind == "dir":
             _ensure_dir(path)
             made.add(rel)
@@ -549,13 +625,34 @@ def _write_tree(root: str, wants: dict[str, _Want], cache_dir: Path) -> int:
                         os.chmod(path, want.mode)
                     continue
                 os.unlink(path)  # not truncated in place: it may be a hard link to elsewhere
-            copies.append((f"{blobs}/{want.sha256[:2]}/{want.sha256}", path, want.mode))
-    for src, dst, mode in copies:
-        _copy_blob(src, dst, mode)
+            digest = want.sha256
+            copies.append((f"{blobs}/{digest[:2]}/{digest}", path, want.mode, want.size))
+    _copy_all(copies, _umask())
     # Last, and deepest first: a directory without write permission must not block its children.
     for path, mode in reversed(dir_modes):
         os.chmod(path, mode)
     return len(copies)
+
+
+def _copy_all(copies: list[tuple[str, str, int, int]], umask: int | None) -> None:
+    """Every copy, by a few threads when there are many: creating files is mostly kernel work,
+    which runs beside the other threads (on 2 cores a restore of 10k small files took ~0.7x the
+    time with two threads). Each thread takes runs of neighbouring paths, so threads seldom
+    wait on the same directory."""
+    workers = min(COPY_THREADS, len(copies) // 64)
+    if workers < 2:
+        for src, dst, mode, size in copies:
+            _copy_blob(src, dst, mode, size, umask)
+        return
+    step = -(-len(copies) // (workers * 8))
+
+    def run(start: int) -> None:
+        for src, dst, mode, size in copies[start : start + step]:
+            _copy_blob(src, dst, mode, size, umask)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="materialize") as pool:
+        for _ in pool.map(run, range(0, len(copies), step)):  # re-raises the first failure
+            pass
 
 
 def _holds(path: str, digest: str) -> bool:

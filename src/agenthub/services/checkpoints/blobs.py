@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
+import ctypes
 import functools
 import hashlib
 import os
@@ -18,7 +20,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
@@ -41,6 +43,7 @@ S3_CONCURRENCY = 32
 # parts and per-part retries win (and a single PUT stops at 5 GiB).
 S3_MULTIPART_THRESHOLD = 512 << 20
 S3_PART_SIZE = 64 << 20
+SHARD_THREADS = 1  # threads making a batch's shard directories beside the one writing its files
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 Offload = Callable[[Callable[[], None]], Awaitable[None]]
@@ -206,22 +209,32 @@ def _verify_all(blobs: list[tuple[str, bytes]]) -> None:
             raise BlobMismatch(digest, actual)
 
 
-def _syncfs(path: Path) -> None:
+@functools.cache
+def _libc_syncfs() -> Callable[[int], int] | None:
+    try:
+        fn: Callable[[int], int] = ctypes.CDLL("libc.so.6", use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
+def _syncfs(path: Path | str) -> None:
     """Flush the filesystem holding ``path`` (one barrier for many files): Linux ``syncfs``,
     else ``os.sync``."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            if libc.syncfs(fd) == 0:
-                return
-        except OSError:
-            pass
-        os.sync()
+        syncfs = _libc_syncfs()
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
     finally:
         os.close(fd)
+
+
+def _present(path: str) -> bool:
+    """Whether a blob is stored under ``path``. Only this store makes names there, and only by
+    renaming a verified regular file, so the name's existence is enough; ``access`` answers
+    that at half the cost of ``stat``, which builds a result object (10k digests: ~20 ms)."""
+    return os.access(path, os.F_OK)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -232,6 +245,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _makedirs(path: str) -> None:
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
+
+
+def _makedirs_all(paths: list[str]) -> None:
+    for path in paths:
+        _makedirs(path)
+
+
 class LocalBlobStore(_Base):
     """Blobs as files ``root/<d[:2]>/<d[2:4]>/<digest>``, written through ``root/tmp``."""
 
@@ -239,6 +266,7 @@ class LocalBlobStore(_Base):
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root_name = os.fspath(root)
         self._tmp = root / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
         # Temp files of a process that died mid-upload. A live upload touches its file with
@@ -254,16 +282,20 @@ class LocalBlobStore(_Base):
     def _path(self, digest: str) -> Path:
         return self.root / digest[:2] / digest[2:4] / digest
 
+    def _name(self, digest: str) -> str:
+        """:meth:`_path` as a string, without building a ``Path`` (10k of those cost ~0.1 s)."""
+        return f"{self._root_name}/{digest[:2]}/{digest[2:4]}/{digest}"
+
     async def missing(self, digests: Iterable[str]) -> set[str]:
         wanted = {_check(d) for d in digests}
-        return await asyncio.to_thread(lambda: {d for d in wanted if not self._path(d).is_file()})
+        return await asyncio.to_thread(lambda: {d for d in wanted if not _present(self._name(d))})
 
     async def has(self, digest: str) -> bool:
-        return await asyncio.to_thread(self._path(_check(digest)).is_file)
+        return await asyncio.to_thread(_present, self._name(_check(digest)))
 
     async def put(self, digest: str, chunks: AsyncIterable[bytes]) -> int:
         final = self._path(_check(digest))
-        if await asyncio.to_thread(final.is_file):
+        if await asyncio.to_thread(_present, self._name(digest)):
             return _verified(digest, *await _drain(chunks, None, _in_thread))
         tmp = self._tmp / f"{secrets.token_hex(16)}.part"
         file = await asyncio.to_thread(tmp.open, "xb")
@@ -297,31 +329,69 @@ class LocalBlobStore(_Base):
 
     def _put_many(self, blobs: list[tuple[str, bytes]]) -> int:
         """Write every new blob to a temporary name, one filesystem flush, rename them all,
-        another flush for the renames: two barriers instead of two fsyncs per blob."""
-        staged: list[tuple[Path, Path]] = []
+        another flush for the renames: two barriers instead of two fsyncs per blob.
+
+        The first flush makes every temporary file's data durable before any rename can be, so
+        even across a power cut a blob's name never points at a partial file; the second makes
+        the names durable before the batch is reported stored. ``syncfs`` also writes out other
+        dirty data of the same filesystem (so it can take ~100 ms while other processes write a
+        lot); an ``fdatasync`` of each file and an ``fsync`` of each shard directory would not,
+        but cost a device flush each: on the benchmark's disk, ``fdatasync`` of 100 new 5 KB
+        files took ~20 ms before any directory, one ``syncfs`` after writing them 2-3 ms.
+        """
+        new: list[tuple[bytes, str]] = []
         seen: set[str] = set()
         total = 0
-        try:
-            for digest, data in blobs:
-                final = self._path(digest)
-                total += len(data)
-                if digest in seen or final.is_file():
-                    continue
-                seen.add(digest)
-                tmp = self._tmp / f"{secrets.token_hex(16)}.part"
-                with tmp.open("xb") as f:
-                    f.write(data)
-                staged.append((tmp, final))
-            if not staged:
-                return total
-            _syncfs(self._tmp)
-            for tmp, final in staged:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, final)
-            _syncfs(self.root)
-        finally:
-            for tmp, _ in staged:
-                tmp.unlink(missing_ok=True)
+        for digest, data in blobs:
+            total += len(data)
+            final = self._name(digest)
+            if digest in seen or _present(final):
+                continue
+            seen.add(digest)
+            new.append((data, final))
+        if not new:
+            return total
+        staged: list[tuple[str, str]] = []
+        renamed = 0  # staged[:renamed] have their real names: no temporary file left to remove
+        tmp_dir = os.fspath(self._tmp)
+        # Shard directories are made by another thread while this one writes the temporary
+        # files: nearly every new blob needs a directory of its own (there are 65,536), and both
+        # are kernel work. Storing 10k blobs took ~0.85x the time; a second thread gained nothing.
+        shards = sorted({final[: final.rindex("/")] for _, final in new})
+        with contextlib.ExitStack() as threads:
+            made: list[Future[None]] = []
+            if SHARD_THREADS < 1 or len(shards) < 16:  # not worth a thread
+                _makedirs_all(shards)
+            else:
+                pool = threads.enter_context(
+                    ThreadPoolExecutor(SHARD_THREADS, thread_name_prefix="blob-shards")
+                )
+                step = -(-len(shards) // SHARD_THREADS)
+                for i in range(0, len(shards), step):
+                    made.append(pool.submit(_makedirs_all, shards[i : i + step]))
+            try:
+                for data, final in new:
+                    tmp = f"{tmp_dir}/{secrets.token_hex(16)}.part"
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                    fd = os.open(tmp, flags, 0o666)
+                    staged.append((tmp, final))
+                    try:
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                    finally:
+                        os.close(fd)
+                _syncfs(tmp_dir)
+                for future in made:
+                    future.result()
+                for tmp, final in staged:
+                    os.replace(tmp, final)
+                    renamed += 1
+                _syncfs(self._root_name)
+            finally:
+                for tmp, _ in staged[renamed:]:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
         return total
 
     def open(self, digest: str) -> AsyncIterator[bytes]:
