@@ -605,3 +605,68 @@ async def test_orchestration_ws_delivers_an_ais_messages(hub: HubProcess) -> Non
     assert [m["message_id"] for m in seen] == [direct["message_id"], sentinel["message_id"]]
     assert seen[0]["sender_id"] == b.ai_id
     assert seen[0]["content"] == "to c on /ws"
+
+
+async def _true_counts(hub: HubProcess, ai_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Each inbox counted the slow way, from the deliveries themselves."""
+    engine = create_async_engine(hub.env["AGENTHUB_DATABASE_URL"])
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                sa.text(
+                    "SELECT d.recipient_id, count(*), "
+                    "sum(CASE WHEN d.read_at IS NULL THEN 1 ELSE 0 END) "
+                    "FROM collab_deliveries d JOIN collab_messages m ON m.id = d.message_id "
+                    "WHERE m.deleted_at IS NULL AND d.recipient_id IN "
+                    f"({', '.join(str(i) for i in ai_ids)}) GROUP BY d.recipient_id"
+                )
+            )
+            found = {int(r[0]): (int(r[1]), int(r[2])) for r in rows}
+    finally:
+        await engine.dispose()
+    return {ai_id: found.get(ai_id, (0, 0)) for ai_id in ai_ids}
+
+
+async def test_inbox_counts_stay_exact_under_concurrent_sends_reads_and_deletes(
+    hub: HubProcess,
+) -> None:
+    """The counts an inbox read reports are kept by the database as messages arrive, are read
+    and are deleted; racing all three must leave them equal to counting the deliveries."""
+    rng = secrets.SystemRandom()
+    async with ais(hub, 4) as team:
+        ids = [ai.ai_id for ai in team]
+        sent: list[tuple[Ai, int]] = []
+
+        async def sender(me: Ai) -> None:
+            for i in range(12):
+                if i % 4 == 3:
+                    made = await send(me, f"to all {i}")
+                else:
+                    target = rng.choice([ai for ai in team if ai is not me])
+                    made = await send(me, f"hello {i}", target_ai_id=target.ai_id)
+                sent.append((me, made["message_id"]))
+
+        async def reader(me: Ai) -> None:
+            for _ in range(8):
+                await get(me, INBOX, limit=rng.choice([1, 3, 20]), unread_only=rng.random() < 0.5)
+
+        async def deleter() -> None:
+            for _ in range(10):
+                await asyncio.sleep(0.01)
+                if sent:
+                    owner, message_id = sent.pop(rng.randrange(len(sent)))
+                    r = await owner.client.delete(f"/api/v1/message/{message_id}")
+                    assert r.status_code == 200, r.text
+
+        await asyncio.gather(*(sender(ai) for ai in team), *(reader(ai) for ai in team), deleter())
+        truth = await _true_counts(hub, ids)
+        for ai in team:
+            # A page of 1 marks at most one message read: the counts are from before it.
+            inbox = await get(ai, INBOX, limit=1)
+            assert (inbox["total"], inbox["unread_count"]) == truth[ai.ai_id]
+            unread = await get(ai, INBOX, limit=1, unread_only=True)
+            expected_unread = truth[ai.ai_id][1] - (
+                1 if inbox["messages"] and not inbox["messages"][0]["read"] else 0
+            )
+            assert (unread["total"], unread["unread_count"]) == (expected_unread, expected_unread)
+        assert sum(total for total, _ in truth.values()) > 0

@@ -6,6 +6,7 @@ from agenthub.db.models.collab import (
     CollabMessage,
     Collaboration,
     CollabSession,
+    InboxCount,
     MessageDelivery,
 )
 from agenthub.db.models.events import Event
@@ -27,6 +28,7 @@ __all__ = [
     "Experiment",
     "HubInfo",
     "HubSnapshot",
+    "InboxCount",
     "Machine",
     "MachineToken",
     "MessageDelivery",

@@ -103,6 +103,8 @@ class MessageDelivery(Base):
     __table_args__ = (
         # The inbox: a recipient's messages, newest first.
         sa.Index("ix_collab_deliveries_inbox", "recipient_id", "message_id"),
+        # One conversation of an inbox (its total when an inbox read names it).
+        sa.Index("ix_collab_deliveries_conversation", "recipient_id", "conversation_id"),
     )
 
     message_id: Mapped[int] = mapped_column(
@@ -117,6 +119,24 @@ class MessageDelivery(Base):
     )
     conversation_id: Mapped[int | None] = mapped_column(sa.BigInteger, default=None)
     read_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class InboxCount(Base):
+    """How many messages one AI's inbox holds (``total``) and how many it has not read
+    (``unread``), deleted messages not counted: an inbox read reports both without counting
+    the whole inbox. Kept by database triggers on ``collab_deliveries`` (insert, ``read_at``)
+    and ``collab_messages`` (``deleted_at`` set), in the transaction that changes them (see
+    migration 0009); deliveries and messages are never deleted outright."""
+
+    __tablename__ = "collab_inbox_counts"
+
+    recipient_id: Mapped[int] = mapped_column(
+        sa.BigInteger,
+        sa.ForeignKey("ai_identities.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    total: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    unread: Mapped[int] = mapped_column(sa.BigInteger, default=0)
 
 
 class Collaboration(Base):

@@ -26,7 +26,7 @@ from agenthub.core.errors import Forbidden, NotFound, ValidationFailed
 from agenthub.core.pagination import Page
 from agenthub.core.storable import check_text
 from agenthub.db.base import table_of
-from agenthub.db.models import AiIdentity, CollabMessage, MessageDelivery
+from agenthub.db.models import AiIdentity, CollabMessage, InboxCount, MessageDelivery
 from agenthub.db.types import PortableJSON, UTCDateTime
 from agenthub.services import events
 from agenthub.services.identity.ais import ai_not_found, visibility
@@ -69,6 +69,7 @@ _M = table_of(CollabMessage).c
 _D = table_of(MessageDelivery).c
 _A = table_of(AiIdentity).c
 _SENDER = table_of(AiIdentity).alias("sender")
+_COUNTS = table_of(InboxCount).c
 _MESSAGE_FIELDS = (
     "sender_id",
     "conversation_id",
@@ -271,18 +272,25 @@ def _inbox_statement(unread_only: bool, by_conversation: bool) -> sa.Select[Any]
         .offset(sa.bindparam("offset", type_=sa.BigInteger))
         .subquery("page")
     )
-    matching: sa.ColumnElement[int] = sa.func.count()
-    if filters:
-        matching = sa.func.count().filter(sa.and_(*filters))
-    counts = (
-        sa.select(
-            matching.label("total"),
-            sa.func.count().filter(_D.read_at.is_(None)).label("unread_count"),
+    # The counts come from collab_inbox_counts (kept by triggers, see InboxCount), so a read
+    # costs the same however big the inbox; only a conversation's total is counted, over that
+    # conversation's deliveries.
+    me = sa.bindparam("me", type_=sa.BigInteger)
+    kept = sa.select(_COUNTS.total, _COUNTS.unread).where(_COUNTS.recipient_id == me)
+    unread = sa.func.coalesce(kept.with_only_columns(_COUNTS.unread).scalar_subquery(), 0)
+    total: sa.ColumnElement[int]
+    if by_conversation:
+        total = (
+            sa.select(sa.func.count())
+            .select_from(deliveries)
+            .where(*mine, *filters)
+            .scalar_subquery()
         )
-        .select_from(deliveries)
-        .where(*mine)
-        .subquery("counts")
-    )
+    elif unread_only:
+        total = unread
+    else:
+        total = sa.func.coalesce(kept.with_only_columns(_COUNTS.total).scalar_subquery(), 0)
+    counts = sa.select(total.label("total"), unread.label("unread_count")).subquery("counts")
     stmt = _INBOX[(unread_only, by_conversation)] = (
         sa.select(counts.c.total, counts.c.unread_count, page)
         .select_from(counts.outerjoin(page, sa.true()))
