@@ -103,6 +103,15 @@ class MessageDelivery(Base):
     __table_args__ = (
         # The inbox: a recipient's messages, newest first.
         sa.Index("ix_collab_deliveries_inbox", "recipient_id", "message_id"),
+        # Unread messages of an inbox, newest first: an unread-only read does not walk past
+        # the read ones.
+        sa.Index(
+            "ix_collab_deliveries_unread",
+            "recipient_id",
+            "message_id",
+            sqlite_where=sa.text("read_at IS NULL"),
+            postgresql_where=sa.text("read_at IS NULL"),
+        ),
         # One conversation of an inbox (its total when an inbox read names it).
         sa.Index("ix_collab_deliveries_conversation", "recipient_id", "conversation_id"),
     )

@@ -1,4 +1,5 @@
-"""collab: inbox counts kept by triggers, so an inbox read does not count the whole inbox
+"""collab: inbox counts kept by triggers, so an inbox read does not count the whole inbox;
+indexes for unread-only and per-conversation reads
 
 Revision ID: 0009
 Revises: 0008
@@ -122,6 +123,13 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_collab_deliveries_conversation", ["recipient_id", "conversation_id"], unique=False
         )
+        batch_op.create_index(
+            "ix_collab_deliveries_unread",
+            ["recipient_id", "message_id"],
+            unique=False,
+            sqlite_where=sa.text("read_at IS NULL"),
+            postgresql_where=sa.text("read_at IS NULL"),
+        )
     # The inboxes as they are now.
     op.execute(
         "INSERT INTO collab_inbox_counts (recipient_id, total, unread) "
@@ -147,5 +155,6 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
             op.execute(f"DROP FUNCTION IF EXISTS {name}()")
     with op.batch_alter_table("collab_deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_collab_deliveries_unread")
         batch_op.drop_index("ix_collab_deliveries_conversation")
     op.drop_table("collab_inbox_counts")
