@@ -151,3 +151,25 @@ async def test_read_before_the_sqlite_file_exists_goes_through_the_pool(tmp_path
             await db.read(sa.text("SELECT x FROM missing"))
     finally:
         await db.dispose()
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite's read-only reader")
+async def test_sqlite_read_bypasses_a_busy_writer_whatever_the_path(tmp_path: Path) -> None:
+    """The read-only reader answers while a transaction holds the pool's only connection and the
+    write lock (the pool's path would have to wait), sees only what is committed, and opens
+    files whose path needs quoting in a URI."""
+    folder = tmp_path / "odd ?#% dir"
+    folder.mkdir()
+    db = Database(f"sqlite+aiosqlite:///{folder / 'hub.db'}")
+    probe = sa.table("probe", sa.column("v", sa.Integer))
+    try:
+        async with db.session() as session:
+            await session.execute(sa.text("CREATE TABLE probe (v INTEGER)"))
+            await session.execute(sa.insert(probe).values(v=1))
+        async with db.session() as writing:
+            await writing.execute(sa.insert(probe).values(v=2))  # not committed yet
+            rows = await asyncio.wait_for(db.read(sa.select(probe.c.v)), timeout=5)
+            assert [tuple(r) for r in rows] == [(1,)]
+        assert sorted(tuple(r) for r in await db.read(sa.select(probe.c.v))) == [(1,), (2,)]
+    finally:
+        await db.dispose()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import QueuePool
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -165,20 +168,17 @@ def _point_reader(url: str) -> sa.Engine | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
-    path = Path(parsed.database).resolve()
-    engine = sa.create_engine(
-        f"sqlite:///file:{path}?mode=ro&uri=true",
-        pool_size=1,
-        max_overflow=4,
-        connect_args={"timeout": 0, "check_same_thread": False},
+    # The file's URI built here (every character of the path quoted), not left to URL parsing.
+    uri = "file:" + quote(str(Path(parsed.database).resolve())) + "?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        # Autocommit (a SELECT opens no transaction); never wait for a lock on the event loop.
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    return sa.create_engine(
+        "sqlite://", creator=connect, poolclass=QueuePool, pool_size=1, max_overflow=4
     )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # autocommit: a SELECT opens no transaction
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout=0")
-        cursor.execute("PRAGMA query_only=ON")
-        cursor.close()
-
-    return engine
