@@ -34,14 +34,14 @@ def _terminate(pid: int) -> None:
     _postgres_admin(f"SELECT pg_terminate_backend({pid})")
 
 
-async def _gone(database: str | None) -> None:
-    """Wait until the server has ended the terminated backends."""
+async def _gone(column: str, value: object) -> None:
+    """Wait until the server has ended the terminated backends (``pid`` or ``datname``)."""
     url = sa.engine.make_url(POSTGRES_URL)
     conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username)
     try:
         for _ in range(200):
             left = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database
+                f"SELECT count(*) FROM pg_stat_activity WHERE {column} = $1", value
             )
             if left == 0:
                 return
@@ -60,7 +60,8 @@ async def test_idle_connection_killed_by_the_server_is_replaced_before_use(
     try:
         first = await _backend_pid(engine)
         _terminate(first)
-        await asyncio.sleep(0.2)  # idle longer than IDLE_PING_S: checked at checkout
+        await _gone("pid", first)
+        await asyncio.sleep(0.1)  # idle longer than IDLE_PING_S: checked at checkout
         second = await _backend_pid(engine)
         assert second != first
     finally:
@@ -77,7 +78,7 @@ async def test_connection_in_steady_use_is_not_pinged_and_recovers_after_one_fai
         first = await _backend_pid(engine)
         assert await _backend_pid(engine) == first  # reused, no reconnect
         _terminate(first)
-        await asyncio.sleep(0.1)
+        await _gone("pid", first)
         with pytest.raises(DBAPIError) as caught:
             await _backend_pid(engine)
         assert caught.value.connection_invalidated
@@ -111,7 +112,7 @@ async def test_lost_connection_is_a_503_in_the_surface_format_then_requests_succ
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
         )
-        await _gone(database)
+        await _gone("datname", database)
         statuses = []
         for i in range(3):
             answer = await c.post("/api/v1/ai/register", json={"ai_name": f"{name}-{i}"})
