@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query, status
 
 from agenthub.api.collab.params import CollabPage, ts
@@ -16,9 +18,22 @@ from agenthub.api.collab.schemas import (
 )
 from agenthub.api.deps import CollabPrincipalDep, OptionalCollabPrincipalDep, RuntimeDep, SessionDep
 from agenthub.core.clock import utcnow
+from agenthub.db.models import AiIdentity
 from agenthub.services.identity import ais
 
 router = APIRouter(prefix="/api/v1/ai", tags=["collab"])
+
+
+def _profile(ai: AiIdentity) -> dict[str, Any]:
+    """The profile fields every AI response carries."""
+    return {
+        "ai_id": ai.id,
+        "ai_name": ai.name,
+        "ai_nickname": ai.nickname,
+        "expertise": ai.expertise,
+        "version": ai.version,
+        "project": ai.project,
+    }
 
 
 @router.post("/register", response_model=AiRegistered, status_code=status.HTTP_201_CREATED)
@@ -42,12 +57,7 @@ async def register(
     )
     ai = made.ai
     return AiRegistered(
-        ai_id=ai.id,
-        ai_name=ai.name,
-        ai_nickname=ai.nickname,
-        expertise=ai.expertise,
-        version=ai.version,
-        project=ai.project,
+        **_profile(ai),
         created_at=ts(ai.created_at) or "",
         secret=made.secret,
     )
@@ -69,12 +79,7 @@ async def list_ais(
     return AiList(
         ais=[
             AiListItem(
-                ai_id=ai.id,
-                ai_name=ai.name,
-                ai_nickname=ai.nickname,
-                expertise=ai.expertise,
-                version=ai.version,
-                project=ai.project,
+                **_profile(ai),
                 online=ais.is_online(ai, runtime.settings, now),
             )
             for ai in rows
@@ -91,12 +96,7 @@ async def get_ai(
 ) -> AiRead:
     ai = await ais.get(session, ai_id, principal)
     return AiRead(
-        ai_id=ai.id,
-        ai_name=ai.name,
-        ai_nickname=ai.nickname,
-        expertise=ai.expertise,
-        version=ai.version,
-        project=ai.project,
+        **_profile(ai),
         created_at=ts(ai.created_at) or "",
         last_seen=ts(ai.last_seen),
         online=ais.is_online(ai, runtime.settings),
@@ -115,12 +115,7 @@ async def update_ai(
     ai = await ais.update(session, principal, ai_id, body.model_dump(exclude_unset=True))
     runtime.authenticator.forget_ai(ai_id)
     return AiUpdated(
-        ai_id=ai.id,
-        ai_name=ai.name,
-        ai_nickname=ai.nickname,
-        expertise=ai.expertise,
-        version=ai.version,
-        project=ai.project,
+        **_profile(ai),
         access=ai.access,
         updated_at=ts(ai.updated_at) or "",
     )

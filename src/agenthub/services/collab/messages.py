@@ -18,7 +18,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from agenthub.core.auth import Principal
 from agenthub.core.clock import isoformat_z, utcnow
@@ -32,7 +31,6 @@ from agenthub.services import events
 from agenthub.services.identity.ais import ai_not_found, visibility
 
 EVENT_TYPE = "collab.message"
-_Sender = aliased(AiIdentity, name="sender")
 
 
 @dataclass(frozen=True)
@@ -213,17 +211,19 @@ def _view(row: sa.Row[Any], *, read: bool | None = None) -> MessageView:
     )
 
 
-_MESSAGE_COLUMNS = (
-    CollabMessage.id,
-    CollabMessage.sender_id,
-    _Sender.name.label("sender_name"),
-    CollabMessage.target_ai_id,
-    CollabMessage.conversation_id,
-    CollabMessage.message_type,
-    CollabMessage.content,
-    CollabMessage.meta,
-    CollabMessage.created_at,
+# A message as every listing shows it (the sender's name joined from _SENDER).
+_MESSAGE_COLUMNS: tuple[sa.ColumnElement[Any], ...] = (
+    _M.id,
+    _M.sender_id,
+    _SENDER.c.name.label("sender_name"),
+    _M.target_ai_id,
+    _M.conversation_id,
+    _M.message_type,
+    _M.content,
+    _M.metadata.label("meta"),
+    _M.created_at,
 )
+_WITH_SENDER = table_of(CollabMessage).join(_SENDER, _SENDER.c.id == _M.sender_id)
 
 
 _INBOX: dict[tuple[bool, bool], sa.Select[Any]] = {}
@@ -253,18 +253,7 @@ def _inbox_statement(unread_only: bool, by_conversation: bool) -> sa.Select[Any]
     if by_conversation:
         filters.append(_D.conversation_id == sa.bindparam("conversation_id", type_=sa.BigInteger))
     page = (
-        sa.select(
-            _M.id,
-            _M.sender_id,
-            _SENDER.c.name.label("sender_name"),
-            _M.target_ai_id,
-            _M.conversation_id,
-            _M.message_type,
-            _M.content,
-            _M.metadata.label("meta"),
-            _M.created_at,
-            _D.read_at,
-        )
+        sa.select(*_MESSAGE_COLUMNS, _D.read_at)
         .select_from(deliveries.join(_SENDER, _SENDER.c.id == _M.sender_id))
         .where(*mine, *filters)
         .order_by(_D.message_id.desc())
@@ -339,7 +328,7 @@ async def sent(session: AsyncSession, ai: Principal, page: Page) -> tuple[list[M
     rows = (
         await session.execute(
             sa.select(*_MESSAGE_COLUMNS)
-            .join(_Sender, _Sender.id == CollabMessage.sender_id)
+            .select_from(_WITH_SENDER)
             .where(*mine)
             .order_by(CollabMessage.id.desc())
             .limit(page.limit)
@@ -460,7 +449,7 @@ async def search(
     rows = (
         await session.execute(
             sa.select(*_MESSAGE_COLUMNS)
-            .join(_Sender, _Sender.id == CollabMessage.sender_id)
+            .select_from(_WITH_SENDER)
             .where(*conditions)
             .order_by(CollabMessage.id.desc())
             .limit(page.limit)

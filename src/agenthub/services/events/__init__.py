@@ -24,17 +24,40 @@ _EVENTS = table_of(Event)
 _INSERT_EVENT = sa.insert(_EVENTS).returning(_EVENTS.c.id)
 
 
-def to_dict(event: Event) -> EventDict:
+def _as_dict(
+    event_id: int,
+    type: str,
+    data: dict[str, Any],
+    actor: str | None,
+    project_id: uuid.UUID | None,
+    tenant_id: uuid.UUID | None,
+    audience: str | None,
+    created_at: datetime,
+) -> EventDict:
+    """An event as the bus and the streams carry it."""
     return {
-        "id": event.id,
-        "type": event.type,
-        "data": event.data,
-        "actor": event.actor,
-        "project_id": str(event.project_id) if event.project_id else None,
-        "tenant_id": str(event.tenant_id) if event.tenant_id else None,
-        "audience": event.audience,
-        "created_at": isoformat_z(event.created_at),
+        "id": event_id,
+        "type": type,
+        "data": data,
+        "actor": actor,
+        "project_id": str(project_id) if project_id else None,
+        "tenant_id": str(tenant_id) if tenant_id else None,
+        "audience": audience,
+        "created_at": isoformat_z(created_at),
     }
+
+
+def to_dict(event: Event) -> EventDict:
+    return _as_dict(
+        event.id,
+        event.type,
+        event.data,
+        event.actor,
+        event.project_id,
+        event.tenant_id,
+        event.audience,
+        event.created_at,
+    )
 
 
 BROADCAST = "ai:*"
@@ -62,7 +85,7 @@ async def record(
     (hot paths such as sending a message record an event per request)."""
     now = utcnow()
     actor_name = actor.rate_limit_subject if actor else None
-    event_id = await session.scalar(
+    inserted = await session.execute(
         _INSERT_EVENT,
         {
             "type": type,
@@ -74,16 +97,8 @@ async def record(
             "created_at": now,
         },
     )
-    event: EventDict = {
-        "id": event_id,
-        "type": type,
-        "data": data,
-        "actor": actor_name,
-        "project_id": str(project_id) if project_id else None,
-        "tenant_id": str(tenant_id) if tenant_id else None,
-        "audience": audience,
-        "created_at": isoformat_z(now),
-    }
+    event_id: int = inserted.scalar_one()
+    event = _as_dict(event_id, type, data, actor_name, project_id, tenant_id, audience, now)
     session.info.setdefault(_PENDING, []).append(event)
     return event
 
@@ -120,16 +135,16 @@ async def record_many(
     pending = session.info.setdefault(_PENDING, [])
     for (event_id, created_at), row in zip(returned, rows, strict=True):
         pending.append(
-            {
-                "id": event_id,
-                "type": row["type"],
-                "data": row["data"],
-                "actor": None,
-                "project_id": str(row["project_id"]) if row["project_id"] else None,
-                "tenant_id": str(row["tenant_id"]) if row["tenant_id"] else None,
-                "audience": None,
-                "created_at": isoformat_z(created_at),
-            }
+            _as_dict(
+                event_id,
+                row["type"],
+                row["data"],
+                None,
+                row["project_id"],
+                row["tenant_id"],
+                None,
+                created_at,
+            )
         )
 
 
