@@ -1,11 +1,13 @@
 """Shared parts of the HTTP benchmarks: a raw HTTP/1.1 client, server processes, statistics.
 
-Used by ``api_baseline.py`` and ``keepalive.py``. Nothing here measures anything by itself:
+Used by ``api_baseline.py``, ``keepalive.py`` and ``messaging.py``. Nothing here measures
+anything by itself:
 
 * ``RawConnection`` / ``BodyConnection`` -- one keep-alive HTTP/1.1 connection on asyncio,
   parsed with httptools (the C parser uvicorn itself uses), one request in flight at a time;
 * ``run_in_process`` -- run a load-generator coroutine in a fresh ``spawn``-ed process (never
   in a server process), on uvloop when it is installed;
+* ``sample_machine_window`` -- CPU time of the whole machine and of PostgreSQL and Redis;
 * ``sample_cpu_window`` -- CPU time of the server process tree and of the load generator
   between the two edges of the recorded window;
 * ``start_server`` / ``wait_ready`` / ``stop_process`` -- server subprocesses that are always
@@ -234,6 +236,38 @@ async def sample_cpu_window(
     (server0, client0, wall0), (server1, client1, wall1) = edges
     wall = wall1 - wall0
     return 100.0 * (server1 - server0) / wall, 100.0 * (client1 - client0) / wall
+
+
+STORE_PROCESSES = frozenset({"postgres", "redis-server"})
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """Busy CPU seconds of the whole machine, and of the database/Redis processes alive now."""
+    times = psutil.cpu_times()
+    busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    stores = 0.0
+    for p in psutil.process_iter(["name", "cpu_times"]):
+        if p.info["name"] in STORE_PROCESSES and p.info["cpu_times"] is not None:
+            stores += p.info["cpu_times"].user + p.info["cpu_times"].system
+    return busy, stores
+
+
+async def sample_machine_window(window_start: float, window_end: float) -> tuple[float, float]:
+    """Sleep through the window (loop-time edges); return (machine %, stores %) of one core.
+
+    The machine figure is every process on it (up to 100% per core); the stores figure is
+    PostgreSQL's and Redis's processes (server, backends, background workers), so that a
+    request's whole cost can be read, not only the hub's share of it. Backends that exit within
+    the window are missed; the load keeps its connections open, so that loses little.
+    """
+    loop = asyncio.get_running_loop()
+    edges: list[tuple[float, float, float]] = []
+    for when in (window_start, window_end):
+        await asyncio.sleep(max(0.0, when - loop.time()))
+        edges.append((*_machine_cpu(), loop.time()))
+    (busy0, stores0, wall0), (busy1, stores1, wall1) = edges
+    wall = wall1 - wall0
+    return 100.0 * (busy1 - busy0) / wall, 100.0 * (stores1 - stores0) / wall
 
 
 # --------------------------------------------------------------------------------------------

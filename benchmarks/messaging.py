@@ -62,8 +62,12 @@ How to read the ratios (each hub figure divided by the bare relay's figure in th
 
 The baseline includes the load generator's cost: if its client CPU is near 100% in the relay
 rows, the client capped the baseline and the ratios understate the hub's overhead. The server
-CPU column is the server's process tree only (PostgreSQL and Redis not included). Everything
-shares the machine's cores, so figures are comparable only between runs on the same machine.
+CPU column is the server's process tree only; ``db+Redis CPU`` is every PostgreSQL and Redis
+process, and ``machine CPU`` every process on the machine (200% = both cores of a 2-core
+machine). ``machine CPU ms/msg`` divides the machine's CPU by the message rate: what one message
+(a send and an inbox read, with the database, Redis and the load generator) costs in all, and
+so how many cores a target rate would need at that cost. Everything shares the machine's
+cores, so figures are comparable only between runs on the same machine.
 
 The load generator (HTTP clients and WebSocket clients together, so both timestamps come from
 one clock) runs in its own ``spawn``-ed process with the raw asyncio + httptools client of
@@ -112,6 +116,7 @@ from _loadgen import (
     ratio,
     run_in_process,
     sample_cpu_window,
+    sample_machine_window,
     start_server,
     stop_on_sigterm,
     stop_process,
@@ -271,6 +276,13 @@ class ThroughputResult:
     ws_p99_ms: float  # send -> socket p99 of the messages sent in the window
     server_cpu_pct: float
     client_cpu_pct: float
+    stores_cpu_pct: float  # PostgreSQL and Redis processes
+    machine_cpu_pct: float  # every process on the machine
+
+    @property
+    def machine_ms_per_msg(self) -> float:
+        """CPU of the whole machine per message (one send and one inbox read), in ms."""
+        return 10.0 * self.machine_cpu_pct / self.msg_rps if self.msg_rps else math.nan
 
 
 @dataclass
@@ -455,7 +467,8 @@ async def _throughput(
             client.close()
 
     cpu = asyncio.ensure_future(sample_cpu_window(spec.server_pid, start + offset, end + offset))
-    await asyncio.gather(cpu, *(ai_loop(i) for i in range(count)))
+    machine = asyncio.ensure_future(sample_machine_window(start + offset, end + offset))
+    await asyncio.gather(cpu, machine, *(ai_loop(i) for i in range(count)))
     send_lat, read_lat = sorted(sends.latencies), sorted(reads.latencies)
     arrived = sum(start <= at <= end for at, _ in sockets.receipts.values())
     ws_lat = sorted(sockets.receipts[s][1] for s in sent_in_window if s in sockets.receipts)
@@ -476,6 +489,8 @@ async def _throughput(
         ws_p99_ms=_ms(ws_lat, 99),
         server_cpu_pct=cpu.result()[0],
         client_cpu_pct=cpu.result()[1],
+        machine_cpu_pct=machine.result()[0],
+        stores_cpu_pct=machine.result()[1],
     )
 
 
@@ -659,8 +674,9 @@ def _fmt(value: float) -> str:
 def render_throughput_table(scenarios: list[ScenarioResult]) -> str:
     rows = [
         "| scenario | msg/s | req/s | send p50 ms | send p99 ms | inbox p50 ms | inbox p99 ms "
-        "| errors | delivered/s | ws p99 ms | msg/s x | send p99 x | server CPU | client CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| errors | delivered/s | ws p99 ms | msg/s x | send p99 x | server CPU | client CPU "
+        "| db+Redis CPU | machine CPU | machine CPU ms/msg |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in scenarios:
         r = s.result.throughput
@@ -673,7 +689,8 @@ def render_throughput_table(scenarios: list[ScenarioResult]) -> str:
             f"| {s.name} | {r.msg_rps:,.0f} | {r.req_rps:,.0f} | {_fmt(r.send_p50_ms)} "
             f"| {_fmt(r.send_p99_ms)} | {_fmt(r.inbox_p50_ms)} | {_fmt(r.inbox_p99_ms)} "
             f"| {r.errors} | {r.delivered_rps:,.0f} | {_fmt(r.ws_p99_ms)} | {ratios} "
-            f"| {r.server_cpu_pct:.0f}% | {r.client_cpu_pct:.0f}% |"
+            f"| {r.server_cpu_pct:.0f}% | {r.client_cpu_pct:.0f}% | {r.stores_cpu_pct:.0f}% "
+            f"| {r.machine_cpu_pct:.0f}% | {_fmt(r.machine_ms_per_msg)} |"
         )
     return "\n".join(rows)
 
@@ -717,7 +734,12 @@ def target_lines(hubs: list[ScenarioResult], rate: float) -> list[str]:
     for s in hubs:
         r = s.result.throughput
         verdict = "reached" if r.msg_rps >= TARGET_MSG_RATE and r.errors == 0 else "not reached"
-        rates.append(f"{s.name} {r.msg_rps:,.0f} msg/s: {verdict}")
+        cores = r.machine_ms_per_msg * TARGET_MSG_RATE / 1000.0
+        rates.append(
+            f"{s.name} {r.msg_rps:,.0f} msg/s: {verdict} (the machine spent "
+            f"{_fmt(r.machine_ms_per_msg)} ms of CPU per message: {TARGET_MSG_RATE:,.0f} msg/s "
+            f"at that cost would need {_fmt(cores)} cores)"
+        )
     latencies = []
     for s in hubs:
         d = s.result.delivery

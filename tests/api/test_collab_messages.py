@@ -319,6 +319,45 @@ async def test_delete_is_for_the_sender_and_hides_everywhere(hub: HubProcess) ->
         assert_error(await a.client.delete(f"/api/v1/message/{2**64}"), 400, "VALIDATION_ERROR")
 
 
+async def replayed_messages(ai: Ai) -> set[int]:
+    """The message ids of the ``collab.message`` events the event log lets ``ai`` read back."""
+    found: set[int] = set()
+    after = 0
+    while True:
+        page = (await get(ai, "/api/events", after_id=after, types="collab.message", limit=1000))[
+            "data"
+        ]
+        found |= {e["data"]["message_id"] for e in page["events"]}
+        if len(page["events"]) < 1000:
+            return found
+        after = page["last_id"]
+
+
+async def test_event_log_replays_no_more_than_the_inbox_holds(hub: HubProcess) -> None:
+    async with ais(hub, 2) as (a, b):
+        early = await send(a, "to all, before c registered")
+        gone = await send(a, "to b, deleted later", target_ai_id=b.ai_id)
+        kept = await send(a, "to b, kept", target_ai_id=b.ai_id)
+        async with new_ai(hub.url) as c:
+            late = await send(a, "to all, after c registered")
+            to_c = await send(b, "to c", target_ai_id=c.ai_id)
+            assert (
+                await a.client.delete(f"/api/v1/message/{gone['message_id']}")
+            ).status_code == 200
+            ours = {m["message_id"] for m in (early, gone, kept, late, to_c)}
+
+            # Each AI reads back exactly what its inbox holds of these: a deleted message and a
+            # broadcast from before the AI existed are not in the log for it either.
+            for ai, expected in (
+                (b, {early["message_id"], kept["message_id"], late["message_id"]}),
+                (c, {late["message_id"], to_c["message_id"]}),
+                (a, set()),  # a sender does not replay its own messages
+            ):
+                inbox = {m["message_id"] for m in (await get(ai, INBOX, limit=100))["messages"]}
+                assert inbox & ours == expected
+                assert (await replayed_messages(ai)) & ours == expected
+
+
 async def test_deleted_unread_message_leaves_the_unread_count(hub: HubProcess) -> None:
     async with ais(hub, 2) as (a, b):
         made = await send(a, "oops", target_ai_id=b.ai_id)

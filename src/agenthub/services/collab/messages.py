@@ -30,7 +30,7 @@ from agenthub.db.types import PortableJSON, UTCDateTime
 from agenthub.services import events
 from agenthub.services.identity.ais import ai_not_found, visibility
 
-EVENT_TYPE = "collab.message"
+EVENT_TYPE = events.MESSAGE_EVENT
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from agenthub.core.clock import isoformat_z, utcnow
 from agenthub.core.events import EventBus, EventDict
 from agenthub.db.base import table_of
 from agenthub.db.engine import Database
-from agenthub.db.models import Event
+from agenthub.db.models import CollabMessage, Event, MessageDelivery
 
 _PENDING = "agenthub.pending_events"
 _EVENTS = table_of(Event)
@@ -61,6 +61,8 @@ def to_dict(event: Event) -> EventDict:
 
 
 BROADCAST = "ai:*"
+# A Collab message event carries the message (its content included) to the connected recipients.
+MESSAGE_EVENT = "collab.message"
 
 
 def ai_audience(ai_id: int | None) -> str:
@@ -263,12 +265,42 @@ async def list_events(
     match = type_filter(types)
     # The SQL narrows by project, tenant and audience; this drops an AI's own broadcasts.
     visible = visible_to(principal)
+    reader = None if principal.is_admin else principal.ai_id
     found: list[EventDict] = []
     # Type wildcards are matched in Python, so read in batches until the page is full.
     while len(found) < limit:
         batch = (await session.scalars(stmt.limit(limit * 2))).all()
         if not batch:
             break
-        found.extend(d for d in map(to_dict, batch) if match(d["type"]) and visible(d))
+        page = [d for d in map(to_dict, batch) if match(d["type"]) and visible(d)]
+        if reader is not None:
+            page = await _in_inbox(session, reader, page)
+        found.extend(page)
         stmt = stmt.where(Event.id > batch[-1].id)
     return found[:limit]
+
+
+_MESSAGES = table_of(CollabMessage).c
+_DELIVERIES = table_of(MessageDelivery).c
+_IN_INBOX = (
+    sa.select(_DELIVERIES.message_id)
+    .join(table_of(CollabMessage), _MESSAGES.id == _DELIVERIES.message_id)
+    .where(
+        _DELIVERIES.recipient_id == sa.bindparam("me", type_=sa.BigInteger),
+        _DELIVERIES.message_id.in_(sa.bindparam("ids", expanding=True)),
+        _MESSAGES.deleted_at.is_(None),
+    )
+)
+
+
+async def _in_inbox(session: AsyncSession, ai_id: int, page: list[EventDict]) -> list[EventDict]:
+    """``page`` without the message events whose message is not in the AI's inbox.
+
+    A replay must not show more than the inbox does: a broadcast sent before the AI existed
+    was never delivered to it, and a message its sender deleted is hidden from the inbox, so
+    neither may be read back from the event log (live, both reach only who the inbox does)."""
+    ids = {e["data"].get("message_id") for e in page if e["type"] == MESSAGE_EVENT}
+    if not ids:
+        return page
+    held = set((await session.scalars(_IN_INBOX, {"me": ai_id, "ids": list(ids)})).all())
+    return [e for e in page if e["type"] != MESSAGE_EVENT or e["data"].get("message_id") in held]
