@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -10,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import websockets
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support import HubProcess, bearer
 
@@ -82,6 +85,58 @@ async def test_sse_delivers_and_replays(
         )
     ).json()
     assert [e["id"] for e in log["data"]["events"]][:1] == [first_id]
+
+
+async def test_sse_resume_waits_for_an_event_still_in_flight(
+    hub: HubProcess, admin_key: str
+) -> None:
+    """PostgreSQL: a later event committed before an earlier one is not replayed ahead of it,
+    so the stream (and a client resuming from its ids) never skips the earlier one."""
+    url = hub.env.get("AGENTHUB_DATABASE_URL", "")
+    if not url.startswith("postgresql"):
+        pytest.skip("SQLite commits one writer at a time, in id order")
+    kind = f"test.horizon{uuid.uuid4().hex[:6]}"
+    insert = sa.text(
+        "INSERT INTO events (type, data, created_at) VALUES (:type, '{}', now()) RETURNING id"
+    )
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            start = (await conn.execute(insert, {"type": f"{kind}.start"})).scalar_one()
+        async with engine.connect() as slow:
+            await slow.begin()
+            earlier = (await slow.execute(insert, {"type": f"{kind}.earlier"})).scalar_one()
+            async with engine.begin() as conn:
+                later = (await conn.execute(insert, {"type": f"{kind}.later"})).scalar_one()
+            async with (
+                httpx.AsyncClient(base_url=hub.url, headers=bearer(admin_key), timeout=30) as c,
+                c.stream(
+                    "GET",
+                    "/api/stream/events",
+                    headers={"Last-Event-ID": str(start)},
+                    params={"types": f"{kind}.*"},
+                ) as stream,
+            ):
+                seen: list[int] = []
+
+                async def read() -> None:
+                    async for event in sse_events(stream):
+                        seen.append(int(event["id"]))
+
+                reader = asyncio.create_task(read())
+                await asyncio.sleep(1.0)
+                assert seen == []  # "later" is committed, but "earlier" may still commit
+                await slow.commit()
+                for _ in range(100):
+                    if len(seen) == 2:
+                        break
+                    await asyncio.sleep(0.05)
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        assert seen == [earlier, later]
+    finally:
+        await engine.dispose()
 
 
 async def test_scoped_member_sees_only_its_project(

@@ -21,6 +21,7 @@ from agenthub.services.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["cluster"])
 REPLAY_BATCH = 500
+HELD_BACK_RETRY_S = 0.05
 
 
 def _split(csv: str | None) -> list[str] | None:
@@ -37,7 +38,7 @@ async def list_events(
     limit: int = Query(100, ge=1, le=1000),
 ) -> Envelope[dict[str, Any]]:
     """The event log, oldest first, as far as the caller may see it."""
-    found = await events.list_events(
+    found, _ = await events.list_events(
         session, principal, after_id=after_id, types=_split(types), limit=limit
     )
     return wrap({"events": found, "last_id": found[-1]["id"] if found else after_id})
@@ -54,14 +55,18 @@ async def _stream(
         if last_id is not None:
             while True:
                 async with runtime.db.sessionmaker() as session:
-                    batch = await events.list_events(
+                    batch, held_back = await events.list_events(
                         session, principal, after_id=last_id, types=types, limit=REPLAY_BATCH
                     )
                 for event in batch:
                     yield _sse(event)
                     last_id = event["id"]
                 if len(batch) < REPLAY_BATCH:
-                    break
+                    if not held_back:
+                        break
+                    # A transaction in flight holds an earlier id: the events after it wait for
+                    # it (they are queued live meanwhile, and skipped there by id once replayed).
+                    await asyncio.sleep(HELD_BACK_RETRY_S)
         while True:
             live = await subscription.get()
             if live is None:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,7 @@ from agenthub.core.events import EventBus, EventDict
 from agenthub.db.base import table_of
 from agenthub.db.engine import Database
 from agenthub.db.models import CollabMessage, Event, MessageDelivery
+from agenthub.services.events.horizon import replay_horizon
 
 _PENDING = "agenthub.pending_events"
 _EVENTS = table_of(Event)
@@ -239,6 +240,13 @@ def type_filter(types: Sequence[str] | None) -> Callable[[str], bool]:
     return match
 
 
+class EventPage(NamedTuple):
+    events: list[EventDict]
+    # Events after these may still arrive with smaller ids than the newest one committed (a
+    # transaction in flight holds them): read again shortly before concluding the log is done.
+    held_back: bool
+
+
 async def list_events(
     session: AsyncSession,
     principal: Principal,
@@ -246,11 +254,16 @@ async def list_events(
     after_id: int | None = None,
     types: Sequence[str] | None = None,
     limit: int = 100,
-) -> list[EventDict]:
-    """Events visible to ``principal`` after ``after_id``, oldest first."""
+) -> EventPage:
+    """Events visible to ``principal`` after ``after_id``, oldest first, never past an id that
+    a transaction in flight may still commit (see :mod:`agenthub.services.events.horizon`), so
+    resuming after the last one never skips an event."""
     stmt = sa.select(Event).order_by(Event.id.asc())
     if after_id is not None:
         stmt = stmt.where(Event.id > after_id)
+    last = await replay_horizon(session, after_id)
+    if last is not None:
+        stmt = stmt.where(Event.id <= last)
     if not principal.is_admin:
         conditions: list[sa.ColumnElement[bool]] = []
         if principal.ai_id is not None:
@@ -260,7 +273,7 @@ async def list_events(
         if principal.tenant_id:
             conditions.append(Event.tenant_id == principal.tenant_id)
         if not conditions:
-            return []
+            return EventPage([], held_back=False)
         stmt = stmt.where(sa.or_(*conditions))
     match = type_filter(types)
     # The SQL narrows by project, tenant and audience; this drops an AI's own broadcasts.
@@ -277,7 +290,7 @@ async def list_events(
             page = await _in_inbox(session, reader, page)
         found.extend(page)
         stmt = stmt.where(Event.id > batch[-1].id)
-    return found[:limit]
+    return EventPage(found[:limit], held_back=last is not None)
 
 
 _MESSAGES = table_of(CollabMessage).c
