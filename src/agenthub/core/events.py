@@ -128,6 +128,9 @@ class RedisBus(_LocalFanout):
     async def publish(self, events: list[EventDict]) -> None:
         if not events:
             return
+        if len(events) <= PUBLISH_BATCH:  # the usual case: no pipeline to build for one command
+            await self._redis.publish(self._channel, json.dumps(events, default=str))
+            return
         # One message per batch of events, not per event: a scheduler pass can publish
         # thousands, and each message costs a round of work on every replica's reader.
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 
 from agenthub.api.cluster.envelope import Envelope, wrap
 from agenthub.api.cluster.params import ClusterPage
@@ -23,10 +23,11 @@ from agenthub.api.cluster.schemas import (
     WhoAmI,
 )
 from agenthub.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.pagination import Sort, parse_fields, select_fields
 from agenthub.services.identity import api_keys, tokens, users
 
-router = APIRouter(prefix="/api", tags=["cluster"])
+router = SurfaceRouter(prefix="/api", tags=["cluster"])
 
 
 def _token_read(pair: tokens.TokenPair) -> TokenRead:

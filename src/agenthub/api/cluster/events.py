@@ -8,18 +8,19 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
+from fastapi import Header, Query, WebSocket, WebSocketDisconnect
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from agenthub.api.cluster.envelope import Envelope, wrap
 from agenthub.api.deps import CollabPrincipalDep, RuntimeDep, SessionDep, websocket_principal
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.auth import Principal
 from agenthub.core.errors import AppError, ValidationFailed
 from agenthub.core.events import EventDict
 from agenthub.services import events
 from agenthub.services.runtime import Runtime
 
-router = APIRouter(prefix="/api", tags=["cluster"])
+router = SurfaceRouter(prefix="/api", tags=["cluster"])
 REPLAY_BATCH = 500
 HELD_BACK_RETRY_S = 0.05
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import JSONResponse, Response
 
 from agenthub.api.deps import RuntimeDep
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.clock import isoformat_z, utcnow
 from agenthub.services.nodes import views as node_views
 from agenthub.services.system.health import UNHEALTHY, check_components, overall
 
-router = APIRouter(prefix="/api", tags=["cluster"])
+router = SurfaceRouter(prefix="/api", tags=["cluster"])
 
 
 @router.get("/health")

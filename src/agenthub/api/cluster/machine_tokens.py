@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import status
 
 from agenthub.api.cluster.envelope import Envelope, wrap
 from agenthub.api.cluster.node_schemas import (
@@ -15,9 +15,10 @@ from agenthub.api.cluster.node_schemas import (
     PoolRead,
 )
 from agenthub.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep
+from agenthub.api.routing import SurfaceRouter
 from agenthub.services.nodes import pools, tokens
 
-router = APIRouter(prefix="/api", tags=["cluster"])
+router = SurfaceRouter(prefix="/api", tags=["cluster"])
 
 
 @router.get("/pools", response_model=Envelope[list[PoolRead]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from agenthub.api.cluster.envelope import Envelope, wrap
 from agenthub.api.cluster.node_schemas import (
@@ -18,10 +18,11 @@ from agenthub.api.cluster.node_schemas import (
     TaintModel,
 )
 from agenthub.api.deps import AdminDep, PrincipalDep, RuntimeDep, SessionDep
+from agenthub.api.routing import SurfaceRouter
 from agenthub.services.nodes import views
 from agenthub.services.nodes.views import NodeView
 
-router = APIRouter(prefix="/api", tags=["cluster"])
+router = SurfaceRouter(prefix="/api", tags=["cluster"])
 
 
 def _last_seen(view: NodeView) -> datetime | None:

@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from starlette.responses import StreamingResponse
 
 from agenthub.api.cluster.envelope import Envelope, wrap
@@ -24,12 +24,13 @@ from agenthub.api.cluster.workload_schemas import (
     read,
 )
 from agenthub.api.deps import PrincipalDep, RuntimeDep, SessionDep
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.events import EventDict
 from agenthub.core.pagination import Sort
 from agenthub.services.scheduling import logs, workloads
 from agenthub.services.scheduling.spec import FINISHED, WorkloadSpec
 
-router = APIRouter(prefix="/api", tags=["cluster"])
+router = SurfaceRouter(prefix="/api", tags=["cluster"])
 FOLLOW_HEARTBEAT_S = 15.0
 
 

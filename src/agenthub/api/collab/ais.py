@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 
 from agenthub.api.collab.params import CollabPage, ts
 from agenthub.api.collab.schemas import (
@@ -17,11 +17,12 @@ from agenthub.api.collab.schemas import (
     AiUpdated,
 )
 from agenthub.api.deps import CollabPrincipalDep, OptionalCollabPrincipalDep, RuntimeDep, SessionDep
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.clock import utcnow
 from agenthub.db.models import AiIdentity
 from agenthub.services.identity import ais
 
-router = APIRouter(prefix="/api/v1/ai", tags=["collab"])
+router = SurfaceRouter(prefix="/api/v1/ai", tags=["collab"])
 
 
 def _profile(ai: AiIdentity) -> dict[str, Any]:

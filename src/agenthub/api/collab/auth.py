@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter
-
 from agenthub.api.collab.schemas import (
     LoginRead,
     LoginRequest,
@@ -16,10 +14,11 @@ from agenthub.api.collab.schemas import (
     VerifyRead,
 )
 from agenthub.api.deps import CollabPrincipalDep, RuntimeDep
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.clock import isoformat_z
 from agenthub.services.identity import ais, tokens
 
-router = APIRouter(prefix="/api/v1", tags=["collab"])
+router = SurfaceRouter(prefix="/api/v1", tags=["collab"])
 
 
 @router.post("/auth/login", response_model=LoginRead)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import Path, Query, status
 
 from agenthub.api.collab.collaboration_schemas import (
     MAX_ID,
@@ -23,10 +23,11 @@ from agenthub.api.collab.collaboration_schemas import (
 )
 from agenthub.api.collab.params import CollabPage, ts
 from agenthub.api.deps import AiDep, CollabPrincipalDep, SessionDep
+from agenthub.api.routing import SurfaceRouter
 from agenthub.services.collab import collaborations
 from agenthub.services.collab.collaborations import Named, Role, Status
 
-router = APIRouter(prefix="/api/v1", tags=["collab"])
+router = SurfaceRouter(prefix="/api/v1", tags=["collab"])
 
 CollaborationId = Annotated[int, Path(ge=1, le=MAX_ID, description="The collaboration_id.")]
 

@@ -6,7 +6,7 @@ Messages also reach connected AIs live, as ``collab.message`` events on ``/api/w
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import Path, Query, status
 
 from agenthub.api.collab.message_schemas import (
     MAX_ID,
@@ -21,10 +21,11 @@ from agenthub.api.collab.message_schemas import (
 )
 from agenthub.api.collab.params import CollabPage, ts
 from agenthub.api.deps import AiDep, CollabPrincipalDep, SessionDep
+from agenthub.api.routing import SurfaceRouter
 from agenthub.services.collab import messages
 from agenthub.services.collab.messages import MessageView
 
-router = APIRouter(prefix="/api/v1", tags=["collab"])
+router = SurfaceRouter(prefix="/api/v1", tags=["collab"])
 
 
 def _read(view: MessageView) -> CollabMessageRead:

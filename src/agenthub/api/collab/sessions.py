@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import Path, status
 
 from agenthub.api.collab.params import CollabPage, ts
 from agenthub.api.collab.session_schemas import (
@@ -18,10 +18,11 @@ from agenthub.api.collab.session_schemas import (
     SessionStatsRead,
 )
 from agenthub.api.deps import AiDep, CollabPrincipalDep, SessionDep
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.clock import utcnow
 from agenthub.services.collab import sessions
 
-router = APIRouter(prefix="/api/v1", tags=["collab"])
+router = SurfaceRouter(prefix="/api/v1", tags=["collab"])
 
 # Ids are 64-bit: a larger number is a 400 here rather than a value the drivers cannot bind.
 SessionId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The session's `session_id`.")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 
 from agenthub.api.deps import OptionalPrincipalDep, RuntimeDep, SessionDep
 from agenthub.api.gateway.auth import MachineDep, MachineOrAdminDep
@@ -18,11 +18,12 @@ from agenthub.api.gateway.schemas import (
     RegisterRequest,
     RegisterResponse,
 )
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.errors import Unauthorized
 from agenthub.services import events
 from agenthub.services.nodes import gateway
 
-router = APIRouter(prefix="/api/v1/machine", tags=["gateway"])
+router = SurfaceRouter(prefix="/api/v1/machine", tags=["gateway"])
 
 
 @router.post("/register", response_model=RegisterResponse)

@@ -10,12 +10,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.responses import StreamingResponse
 
 from agenthub.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from agenthub.api.hub.params import HubPage
 from agenthub.api.hub.schemas import HubModel, ReadModel, ResourceConstraints
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.errors import NotFound, PayloadTooLarge, ValidationFailed
 from agenthub.core.events import EventDict
 from agenthub.db.models import Checkpoint
@@ -25,7 +26,7 @@ from agenthub.services.checkpoints.archive import manifest_from_upload, tar_gz
 from agenthub.services.machines import machines
 from agenthub.services.projects import projects
 
-router = APIRouter(prefix="/api/v1", tags=["hub"])
+router = SurfaceRouter(prefix="/api/v1", tags=["hub"])
 
 MANUAL_WAIT_S = 60.0
 

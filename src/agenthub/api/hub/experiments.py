@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from agenthub.api.deps import AdminDep, RuntimeDep
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.clock import isoformat_z
 from agenthub.services.system.experiments import as_dict
 
-router = APIRouter(prefix="/api/v1", tags=["hub"])
+router = SurfaceRouter(prefix="/api/v1", tags=["hub"])
 
 
 class ExperimentCreate(BaseModel):

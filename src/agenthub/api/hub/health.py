@@ -6,13 +6,14 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from agenthub import __version__
 from agenthub.api.deps import AdminDep, PrincipalDep, RuntimeDep
 from agenthub.api.metrics import HttpMetrics
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.clock import isoformat_z, utcnow
 from agenthub.core.errors import Unavailable
 from agenthub.services import events
@@ -27,7 +28,7 @@ from agenthub.services.system.health import (
     overall,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["hub"])
+router = SurfaceRouter(prefix="/api/v1", tags=["hub"])
 
 
 async def _counts(runtime: Runtime) -> tuple[int, int, int, str | None] | None:

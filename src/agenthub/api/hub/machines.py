@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from agenthub.api.deps import PrincipalDep, RuntimeDep, SessionDep, WorkloadOrPrincipalDep
 from agenthub.api.hub.params import HubPage
@@ -19,12 +19,13 @@ from agenthub.api.hub.schemas import (
     TerminateRequest,
     UsageReport,
 )
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.clock import utcnow
 from agenthub.services.machines import machines, usage
 from agenthub.services.machines.machines import MachineRecord
 from agenthub.services.scheduling import logs
 
-router = APIRouter(prefix="/api/v1", tags=["hub"])
+router = SurfaceRouter(prefix="/api/v1", tags=["hub"])
 
 
 def read(found: MachineRecord, progress: str | None) -> MachineRead:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agenthub.api.deps import PrincipalDep, RuntimeDep, SessionDep
@@ -19,13 +19,14 @@ from agenthub.api.hub.schemas import (
     ProjectSummary,
     ProjectUpdate,
 )
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.settings import Settings
 from agenthub.db.models import Project
 from agenthub.services.checkpoints import checkpoints
 from agenthub.services.projects import projects
 from agenthub.services.projects.budgets import BudgetView, budget_views
 
-router = APIRouter(prefix="/api/v1", tags=["hub"])
+router = SurfaceRouter(prefix="/api/v1", tags=["hub"])
 
 
 def usage_today(view: BudgetView) -> dict[str, Amounts]:

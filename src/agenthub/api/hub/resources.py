@@ -5,14 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from agenthub.api.deps import PrincipalDep, RuntimeDep, SessionDep
 from agenthub.api.hub.schemas import BudgetRead, BudgetUpdate
+from agenthub.api.routing import SurfaceRouter
 from agenthub.services.projects import projects, reports
 from agenthub.services.projects.budgets import budget_views
 
-router = APIRouter(prefix="/api/v1", tags=["hub"])
+router = SurfaceRouter(prefix="/api/v1", tags=["hub"])
 
 PERIOD = Query("last_7_days", description="today, last_7_days or last_30_days")
 

@@ -11,19 +11,20 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import StreamingResponse
 
 from agenthub.api.deps import RuntimeDep, SessionDep
 from agenthub.api.gateway.auth import MachineDep
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.errors import NotFound, PayloadTooLarge, ValidationFailed
 from agenthub.services import events
 from agenthub.services.checkpoints import checkpoints
 from agenthub.services.checkpoints.blobs import BlobMismatch, is_digest
 from agenthub.services.scheduling import protocol
 
-router = APIRouter(prefix="/api/v1/node", tags=["node"])
+router = SurfaceRouter(prefix="/api/v1/node", tags=["node"])
 
 MACHINE_ID = Field(min_length=1, max_length=64, description="The registered machine's id.")
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from agenthub.api.deps import RuntimeDep, SessionDep
 from agenthub.api.gateway.auth import MachineDep
+from agenthub.api.routing import SurfaceRouter
 from agenthub.services.scheduling import logs, protocol, tokens
 
-router = APIRouter(prefix="/api/v1/node", tags=["node"])
+router = SurfaceRouter(prefix="/api/v1/node", tags=["node"])
 
 MACHINE_ID = Field(min_length=1, max_length=64, description="The registered machine's id.")
 

@@ -15,9 +15,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import WebSocket, WebSocketDisconnect
 
 from agenthub.api.deps import websocket_principal
+from agenthub.api.routing import SurfaceRouter
 from agenthub.core.clock import isoformat_z, utcnow
 from agenthub.core.errors import AppError
 from agenthub.core.events import EventDict
@@ -25,7 +26,7 @@ from agenthub.services import events
 from agenthub.services.runtime import Runtime
 from agenthub.services.system.status import system_status
 
-router = APIRouter(tags=["orchestration"])
+router = SurfaceRouter(tags=["orchestration"])
 
 # channel → the key in ``data`` that narrows it, if any
 CHANNELS: dict[str, str | None] = {

@@ -160,17 +160,20 @@ def _visibility_clause(
     return sa.and_(active, sa.or_(*seen))
 
 
-def visible_to(viewer: Principal | None) -> sa.ColumnElement[bool]:
-    """:func:`visibility` with this viewer's parameters bound into the clause."""
-    clause, params = visibility(viewer)
-    return clause.params(params) if params else clause
+_GET: dict[int, sa.Select[AiIdentity]] = {}
+_ANY_ACTIVE = AiIdentity.is_active.is_(True)
 
 
 async def get(session: AsyncSession, ai_id: int, viewer: Principal | None = None) -> AiIdentity:
     """An active AI identity ``viewer`` may see (everyone's, when ``viewer`` is ``None``:
     internal use); else ``AI_NOT_FOUND``."""
-    condition = visible_to(viewer) if viewer is not None else AiIdentity.is_active.is_(True)
-    ai = await session.scalar(sa.select(AiIdentity).where(AiIdentity.id == ai_id, condition))
+    clause, params = visibility(viewer) if viewer is not None else (_ANY_ACTIVE, {})
+    stmt = _GET.get(id(clause))
+    if stmt is None:  # one statement per kind of viewer, built once like the clause
+        stmt = _GET[id(clause)] = sa.select(AiIdentity).where(
+            AiIdentity.id == sa.bindparam("ai_id", type_=sa.BigInteger), clause
+        )
+    ai = await session.scalar(stmt, {**params, "ai_id": ai_id})
     if ai is None:
         raise ai_not_found(ai_id)
     return ai
@@ -190,11 +193,13 @@ async def list_ais(
     offset: int,
     expertise: str | None = None,
 ) -> tuple[list[AiIdentity], int]:
-    stmt = sa.select(AiIdentity).where(visible_to(viewer))
+    visible, params = visibility(viewer)
+    stmt = sa.select(AiIdentity).where(visible)
     if expertise:
         stmt = stmt.where(AiIdentity.expertise == expertise)
-    total = await session.scalar(sa.select(sa.func.count()).select_from(stmt.subquery()))
-    rows = await session.scalars(stmt.order_by(AiIdentity.id).limit(limit).offset(offset))
+    count = sa.select(sa.func.count()).select_from(stmt.subquery())
+    total = await session.scalar(count, params)
+    rows = await session.scalars(stmt.order_by(AiIdentity.id).limit(limit).offset(offset), params)
     return list(rows), int(total or 0)
 
 
