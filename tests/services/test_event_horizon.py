@@ -84,6 +84,23 @@ async def test_replay_waits_for_an_earlier_id_still_in_flight(db: Database) -> N
     assert not page.held_back
 
 
+async def test_a_gap_above_until_does_not_hold_the_replay_back(db: Database) -> None:
+    """A stream replays up to the newest event at the time it subscribed; later ids arrive
+    live, so an id in flight above that point must not keep it replaying."""
+    postgres_only(db)
+    first = await committed(db, "t.first")
+    async with db.engine.connect() as slow:
+        await open_with_event(slow, "t.slow")
+        later = await committed(db, "t.later")
+        async with db.sessionmaker() as session:
+            assert await events.latest_id(session) == later
+            page = await events.list_events(session, ADMIN, after_id=first - 1, until=first)
+            assert (types(page), page.held_back) == (["t.first"], False)
+            page = await events.list_events(session, ADMIN, after_id=first - 1, until=later)
+            assert (types(page), page.held_back) == (["t.first"], True)
+        await slow.rollback()
+
+
 async def test_a_rolled_back_id_is_skipped_once_its_transaction_ended(db: Database) -> None:
     postgres_only(db)
     async with db.engine.connect() as doomed:

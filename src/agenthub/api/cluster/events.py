@@ -51,13 +51,21 @@ async def _stream(
     match = events.type_filter(types)
     visible = events.visible_to(principal)
     # Subscribe before replaying, so nothing committed in between is missed; live events the
-    # replay already sent are skipped by id.
+    # replay already sent are skipped by id. The replay covers the log up to its newest event
+    # when the subscription began: everything committed later arrives live.
     async with runtime.bus.subscribe(lambda e: visible(e) and match(e["type"])) as subscription:
         if last_id is not None:
-            while True:
+            async with runtime.db.sessionmaker() as session:
+                until = await events.latest_id(session)
+            while last_id < until:
                 async with runtime.db.sessionmaker() as session:
                     batch, held_back = await events.list_events(
-                        session, principal, after_id=last_id, types=types, limit=REPLAY_BATCH
+                        session,
+                        principal,
+                        after_id=last_id,
+                        until=until,
+                        types=types,
+                        limit=REPLAY_BATCH,
                     )
                 for event in batch:
                     yield _sse(event)
@@ -65,8 +73,9 @@ async def _stream(
                 if len(batch) < REPLAY_BATCH:
                     if not held_back:
                         break
-                    # A transaction in flight holds an earlier id: the events after it wait for
-                    # it (they are queued live meanwhile, and skipped there by id once replayed).
+                    # A transaction that was open when the subscription began holds an earlier
+                    # id: the events after it wait for it (they are queued live meanwhile, and
+                    # skipped there by id once replayed).
                     await asyncio.sleep(HELD_BACK_RETRY_S)
         while True:
             live = await subscription.get()

@@ -242,9 +242,15 @@ def type_filter(types: Sequence[str] | None) -> Callable[[str], bool]:
 
 class EventPage(NamedTuple):
     events: list[EventDict]
-    # Events after these may still arrive with smaller ids than the newest one committed (a
-    # transaction in flight holds them): read again shortly before concluding the log is done.
+    # Events after these (up to ``until``) may still arrive with smaller ids than the newest
+    # one committed, since a transaction in flight holds them: read again shortly before
+    # concluding the log is done.
     held_back: bool
+
+
+async def latest_id(session: AsyncSession) -> int:
+    """The greatest event id committed so far (0 when the log is empty)."""
+    return int(await session.scalar(sa.select(sa.func.max(Event.id))) or 0)
 
 
 async def list_events(
@@ -252,18 +258,22 @@ async def list_events(
     principal: Principal,
     *,
     after_id: int | None = None,
+    until: int | None = None,
     types: Sequence[str] | None = None,
     limit: int = 100,
 ) -> EventPage:
-    """Events visible to ``principal`` after ``after_id``, oldest first, never past an id that
-    a transaction in flight may still commit (see :mod:`agenthub.services.events.horizon`), so
-    resuming after the last one never skips an event."""
+    """Events visible to ``principal`` after ``after_id`` (and up to ``until``), oldest first,
+    never past an id that a transaction in flight may still commit (see
+    :mod:`agenthub.services.events.horizon`), so resuming after the last one never skips an
+    event."""
     stmt = sa.select(Event).order_by(Event.id.asc())
     if after_id is not None:
         stmt = stmt.where(Event.id > after_id)
-    last = await replay_horizon(session, after_id)
-    if last is not None:
-        stmt = stmt.where(Event.id <= last)
+    safe = await replay_horizon(session, after_id)
+    held_back = safe is not None and (until is None or safe < until)
+    bound = safe if held_back else until
+    if bound is not None:
+        stmt = stmt.where(Event.id <= bound)
     if not principal.is_admin:
         conditions: list[sa.ColumnElement[bool]] = []
         if principal.ai_id is not None:
@@ -290,7 +300,7 @@ async def list_events(
             page = await _in_inbox(session, reader, page)
         found.extend(page)
         stmt = stmt.where(Event.id > batch[-1].id)
-    return EventPage(found[:limit], held_back=last is not None)
+    return EventPage(found[:limit], held_back=held_back)
 
 
 _MESSAGES = table_of(CollabMessage).c
