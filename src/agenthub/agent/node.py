@@ -69,6 +69,7 @@ class AgentConfig:
     poll_wait_s: float = DEFAULT_POLL_WAIT_S
     runtimes: dict[str, Runtime] | None = None  # None: what this machine offers
     shutdown_report_budget_s: float = 2.0  # how long shutdown waits to report stopped workloads
+    change_journal: bool = True  # inotify-driven checkpoints of running workloads' workspaces
 
 
 def derive_machine_id(host: str, token: str) -> str:
@@ -190,6 +191,7 @@ class NodeAgent:
                     self.config.work_dir,
                     poll_wait_s=self.config.poll_wait_s,
                     hub_url=self.config.hub_url.rstrip("/"),
+                    change_journal=self.config.change_journal,
                 )
                 capacity = await self._host.capacity()
                 exit_code = EXIT_ERROR

@@ -1,6 +1,7 @@
-"""Content-addressed workspace checkpoints, the node's side: scan a workspace, materialise one.
+"""Content-addressed workspace checkpoints, the node's side: scan a workspace into a manifest.
 
-Pure local filesystem work; whoever calls it moves blobs over the network.
+Pure local filesystem work; whoever calls it moves blobs over the network. Restoring a workspace
+from a manifest is :mod:`agenthub.agent.restore`.
 
 A manifest maps POSIX paths relative to the workspace (no leading ``./``) to entries, and is
 JSON-serialisable so the hub stores it as it is:
@@ -18,36 +19,29 @@ Sockets, FIFOs and devices are skipped. Ignore rules are gitignore lines: :data:
 plus the workspace's top-level ``.agenthubignore`` (a regular file; a symlink is not read);
 ``.git`` is kept. An ignored directory is not descended into.
 
-:func:`scan` re-hashes a file only when its ``(size, mtime_ns, ino, ctime_ns)`` changed since the
-last scan, like git's index. Files modified within :data:`RACY_WINDOW_NS` of the scan are not
-cached, since a later write in the same timestamp tick could leave the stat unchanged (git's
-"racily clean" entries).
-
-:func:`materialize` copies blobs out of a node-local content-addressed cache
-(``cache_dir/<d[:2]>/<d>``); it never hard-links them, because a workload may write its files in
-place. It does not restore set-user-ID or set-group-ID bits: materialising as root must not mint
-set-ID programs out of a checkpoint. Directories are made first, then the files are copied by up
-to :data:`COPY_THREADS` threads (creating a file is mostly kernel work, which threads overlap).
+:func:`scan` walks the whole workspace and re-hashes a file only when its ``(size, mtime_ns, ino,
+ctime_ns)`` changed since the last scan, like git's index. Files modified within
+:data:`RACY_WINDOW_NS` of the scan are not cached, since a later write in the same timestamp tick
+could leave the stat unchanged (git's "racily clean" entries). Its result keeps a :class:`Tree`
+(the directories it walked, the stat cache) so that :func:`agenthub.agent.rescan.rescan` can
+produce the next manifest from a change journal's list of changed paths without walking again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import hashlib
 import os
 import re
-import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISDIR, S_ISLNK, S_ISREG
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 from pathspec import GitIgnoreSpec, RegexPattern
@@ -71,8 +65,6 @@ CHUNK = 1 << 20
 RACY_WINDOW_NS = 1_000_000_000
 _CACHE_VERSION = 1
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-_SETID = stat.S_ISUID | stat.S_ISGID
-COPY_THREADS = min(4, os.cpu_count() or 1)  # threads a large restore copies files with
 
 # [size, mtime_ns, ino, ctime_ns, sha256]
 _CacheEntry = list[Any]
@@ -80,15 +72,6 @@ _CacheEntry = list[Any]
 
 class BlobError(Exception):
     """A blob that ``fetch`` should have put in the cache is missing or has the wrong content."""
-
-
-@dataclass
-class ScanResult:
-    manifest: Manifest
-    hashed: int  # regular files whose content was read (stat cache misses)
-    bytes_hashed: int
-    total_size: int  # bytes in regular files
-    file_count: int  # regular files
 
 
 def blob_path(cache_dir: Path, digest: str) -> Path:
@@ -239,34 +222,103 @@ def _ancestors(rel: str) -> Iterable[str]:
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
+@dataclass
+class Tree:
+    """What a scan saw besides its manifest, kept in memory so that the next scan may start
+    from it and look only at the paths a change journal names (:mod:`agenthub.agent.rescan`)."""
+
+    root_id: list[Any]
+    ignore: _Ignore
+    skip: set[str]  # the state directory, when it lies inside the workspace
+    dirs: dict[str, tuple[int, int]] = field(default_factory=dict)  # walked: (mode, inode)
+    cache: dict[str, _CacheEntry] = field(default_factory=dict)  # the stat cache as saved
+    # Regular files with more than one link: a write through another name raises no event for
+    # this one, so they too are looked at again every time.
+    linked: set[str] = field(default_factory=set)
+    empty: set[str] = field(default_factory=set)  # directories the manifest records as such
+    rewalk: set[str] = field(default_factory=set)  # directories to walk again next time
+    unsaved: bool = False  # ``cache`` is newer than the stat cache file (see :func:`save_cache`)
+
+
+@dataclass
+class ScanResult:
+    manifest: Manifest
+    hashed: int  # regular files whose content was read (stat cache misses)
+    bytes_hashed: int
+    total_size: int  # bytes in regular files
+    file_count: int  # regular files
+    tree: Tree | None = None  # what the next scan may start from (taken over by a rescan)
+    journal: bool = False  # only what a change journal named was looked at (a rescan)
+
+
+def _skip_of(real_root: str, state_dir: Path) -> set[str]:
+    """The state directory relative to the workspace, when it lies inside it (never scanned)."""
+    skip: set[str] = set()
+    with contextlib.suppress(OSError):
+        rel_state = os.path.relpath(os.path.realpath(state_dir), real_root)
+        if not rel_state.startswith(".."):
+            skip.add(rel_state.replace(os.sep, "/"))
+    return skip
+
+
+def new_tree(root: str, state_dir: Path) -> Tree:
+    """An empty :class:`Tree` for ``root``: its identity, ignore rules and skipped state dir."""
+    root_id = _root_id(root)
+    return Tree(root_id, _Ignore(_read_ignore_file(root)), _skip_of(root_id[0], state_dir))
+
+
+def save_cache(tree: Tree, state_dir: Path) -> None:
+    """Write the tree's stat cache for the next full scan. A stale file is only slower, never
+    wrong: an entry is trusted only while a file's stat, ctime included, is what it records."""
+    _save_stat_cache(state_dir / STAT_CACHE_FILE, tree.root_id, tree.cache)
+    tree.unsaved = False
+
+
 def scan(workspace: Path, *, state_dir: Path) -> ScanResult:
     """Manifest of ``workspace``, reading only files whose stat changed since the last scan."""
     root = os.fspath(workspace)
     started = time.time_ns()
-    ignored = _Ignore(_read_ignore_file(root))
-    is_ignored: Callable[[str], object] = (
-        ignored.any.search if ignored.any is not None else ignored.spec.match_file
-    )
-    root_id = _root_id(root)
+    tree = new_tree(root, state_dir)
     cache_path = state_dir / STAT_CACHE_FILE
-    cache = _load_stat_cache(cache_path, root_id)
-    cached = cache.get
-    skip: set[str] = set()
-    with contextlib.suppress(OSError):
-        rel_state = os.path.relpath(os.path.realpath(state_dir), root_id[0])
-        if not rel_state.startswith(".."):
-            skip.add(rel_state.replace(os.sep, "/"))
-
-    # One pass: the stat of every entry is compared with the cache as the walk finds it. This
-    # loop runs once per file of the workspace, so it is kept to plain local operations, and
-    # each directory is listed through a descriptor so that every lstat resolves one name
-    # rather than the whole path (a fifth of a rescan's time).
+    cache = _load_stat_cache(cache_path, tree.root_id)
     manifest: Manifest = {}
-    new_cache: dict[str, _CacheEntry] = {}
     to_hash: list[str] = []
-    dirs: dict[str, int] = {}
+    walk(root, [""], tree, cache, manifest, to_hash)
+    hashed, bytes_hashed = hash_files(root, to_hash, manifest, tree, started)
+    tree.empty = record_empty_dirs(manifest, tree.dirs)
+    if tree.cache != cache:  # an unchanged workspace rewrites nothing
+        _save_stat_cache(cache_path, tree.root_id, tree.cache)
+    return result_of({rel: manifest[rel] for rel in sorted(manifest)}, hashed, bytes_hashed, tree)
+
+
+def walk(
+    root: str,
+    stack: list[str],
+    tree: Tree,
+    cache: dict[str, _CacheEntry],
+    manifest: Manifest,
+    to_hash: list[str],
+    on_dir: Callable[[str, int], object] | None = None,
+) -> None:
+    """Walk the directories in ``stack`` (relative; ``""`` is the root) and everything under
+    them: links, and files whose stat matches ``cache``, into ``manifest`` (and their cache
+    entries into ``tree.cache``); other files into ``to_hash``; directories into ``tree.dirs``.
+    ``on_dir(rel, fd)`` is called with each directory opened, before it is listed.
+
+    One pass: the stat of every entry is compared with the cache as the walk finds it. This
+    loop runs once per file of the workspace, so it is kept to plain local operations, and each
+    directory is listed through a descriptor so that every lstat resolves one name rather than
+    the whole path (a fifth of a rescan's time).
+    """
+    is_ignored: Callable[[str], object] = (
+        tree.ignore.any.search if tree.ignore.any is not None else tree.ignore.spec.match_file
+    )
+    cached = cache.get
+    new_cache = tree.cache
+    dirs = tree.dirs
+    relink = tree.linked.add
+    skip = tree.skip
     digest_ok = _DIGEST.fullmatch
-    stack = [""]
     while stack:
         rel_dir = stack.pop()
         prefix = rel_dir + "/" if rel_dir else ""
@@ -284,6 +336,8 @@ def scan(workspace: Path, *, state_dir: Path) -> ScanResult:
                 raise
             continue
         try:
+            if on_dir is not None:
+                on_dir(rel_dir, dir_fd)
             with os.scandir(dir_fd) as it:
                 for entry in it:
                     rel = prefix + entry.name
@@ -295,6 +349,8 @@ def scan(workspace: Path, *, state_dir: Path) -> ScanResult:
                     if S_ISREG(mode):
                         if is_ignored(rel):
                             continue
+                        if st.st_nlink > 1:
+                            relink(rel)
                         hit = cached(rel)
                         if (
                             type(hit) is list
@@ -317,7 +373,7 @@ def scan(workspace: Path, *, state_dir: Path) -> ScanResult:
                     elif S_ISDIR(mode):
                         if rel in skip or is_ignored(rel + "/"):
                             continue
-                        dirs[rel] = mode & 0o7777
+                        dirs[rel] = (mode & 0o7777, st.st_ino)
                         stack.append(rel)
                     elif S_ISLNK(mode) and not is_ignored(rel):
                         with contextlib.suppress(OSError):
@@ -325,13 +381,40 @@ def scan(workspace: Path, *, state_dir: Path) -> ScanResult:
         finally:
             os.close(dir_fd)
 
+
+def cache_hit(hit: object, st: os.stat_result) -> str | None:
+    """The cached digest when ``hit`` (a stat cache entry) still describes ``st``."""
+    if (
+        type(hit) is list
+        and len(hit) == 5
+        and hit[0] == st.st_size
+        and hit[1] == st.st_mtime_ns
+        and hit[2] == st.st_ino
+        and hit[3] == st.st_ctime_ns
+        and type(digest := hit[4]) is str
+        and _DIGEST.fullmatch(digest)
+    ):
+        return digest
+    return None
+
+
+def hash_files(
+    root: str, to_hash: list[str], manifest: Manifest, tree: Tree, started: int
+) -> tuple[int, int]:
+    """Hash ``to_hash`` into ``manifest`` (a file that vanished or became a link since it was
+    listed is dropped, or recorded as the link); cache entries only for files that held still
+    and are older than the racy window before ``started``. (files hashed, bytes read)"""
     hashed = bytes_hashed = 0
     racy_after = started - RACY_WINDOW_NS
+    cache, linked = tree.cache, tree.linked
     for rel in to_hash:
-        result = _try_hash(os.path.join(root, rel))
+        path = os.path.join(root, rel)
+        result = _try_hash(path)
         if isinstance(result, Exception):  # gone, or replaced (by a link?) since it was listed
+            manifest.pop(rel, None)
+            cache.pop(rel, None)
+            linked.discard(rel)
             with contextlib.suppress(OSError):
-                path = os.path.join(root, rel)
                 st = os.lstat(path)
                 if stat.S_ISLNK(st.st_mode):
                     manifest[rel] = _symlink_entry(path, st)
@@ -341,322 +424,39 @@ def scan(workspace: Path, *, state_dir: Path) -> ScanResult:
         bytes_hashed += size
         manifest[rel] = {"size": size, "sha256": digest, "mode": stat.S_IMODE(st.st_mode)}
         if still and max(st.st_mtime_ns, st.st_ctime_ns) < racy_after:
-            new_cache[rel] = [size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest]
+            cache[rel] = [size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest]
+        else:
+            cache.pop(rel, None)
+        if st.st_nlink > 1:
+            linked.add(rel)
+    return hashed, bytes_hashed
 
-    # A directory is recorded only when nothing is recorded under it: deepest first, so that a
-    # directory holding only an empty directory is implied by it.
+
+def record_empty_dirs(manifest: Manifest, dirs: dict[str, tuple[int, int]]) -> set[str]:
+    """Add a record for each directory with nothing recorded under it; their paths.
+
+    Deepest first, so that a directory holding only an empty directory is implied by it."""
     covered = {rel.rpartition("/")[0] for rel in manifest}
+    recorded: set[str] = set()
     for rel in sorted(dirs, key=lambda r: r.count("/"), reverse=True):
         if rel not in covered:
-            manifest[rel] = {"type": "dir", "mode": dirs[rel], "size": 0, "sha256": ""}
+            manifest[rel] = {"type": "dir", "mode": dirs[rel][0], "size": 0, "sha256": ""}
+            recorded.add(rel)
         covered.add(rel.rpartition("/")[0])
+    return recorded
 
-    if new_cache != cache:  # an unchanged workspace rewrites nothing
-        _save_stat_cache(cache_path, root_id, new_cache)
-    ordered = {rel: manifest[rel] for rel in sorted(manifest)}
+
+def result_of(manifest: Manifest, hashed: int, bytes_hashed: int, tree: Tree) -> ScanResult:
     total_size = file_count = 0
-    for e in ordered.values():
+    for e in manifest.values():
         if "type" not in e:
             total_size += e["size"]
             file_count += 1
     return ScanResult(
-        manifest=ordered,
+        manifest=manifest,
         hashed=hashed,
         bytes_hashed=bytes_hashed,
         total_size=total_size,
         file_count=file_count,
+        tree=tree,
     )
-
-
-def _kind(entry: dict[str, Any]) -> str:
-    return str(entry.get("type") or "file")
-
-
-class _Want(NamedTuple):  # a tuple: ten thousand of them build ~5x faster than a dataclass
-    kind: str  # "file", "symlink" or "dir"
-    sha256: str = ""
-    size: int = 0
-    mode: int = 0
-    target: str = ""
-
-
-def _check_manifest(manifest: Manifest) -> dict[str, _Want]:
-    """The manifest's entries, normalised; ValueError for anything that cannot be written safely."""
-    wants: dict[str, _Want] = {}
-    for path, entry in manifest.items():
-        if not isinstance(path, str) or not path or "\0" in path:
-            raise ValueError(f"bad manifest path {path!r}")
-        if path.startswith("/"):
-            raise ValueError(f"manifest path {path!r} is absolute")
-        parts = path.split("/")
-        if "" in parts or "." in parts or ".." in parts:
-            raise ValueError(f"manifest path {path!r} is not a plain relative path")
-        if not isinstance(entry, dict):
-            raise ValueError(f"manifest entry for {path!r} is not an object")
-        kind, mode = _kind(entry), entry.get("mode")
-        if type(mode) is not int:
-            raise ValueError(f"manifest entry for {path!r} has no integer mode")
-        if kind == "file":
-            digest, size = entry.get("sha256"), entry.get("size")
-            if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
-                raise ValueError(f"manifest entry for {path!r} has no sha256 hex digest")
-            if type(size) is not int or size < 0:
-                raise ValueError(f"manifest entry for {path!r} has no size")
-            wants[path] = _Want("file", digest, size, mode & 0o7777 & ~_SETID)
-        elif kind == "symlink":
-            target = entry.get("target")
-            if not isinstance(target, str) or not target or "\0" in target:
-                raise ValueError(f"manifest entry for {path!r} has no symlink target")
-            wants[path] = _Want("symlink", target=target)
-        elif kind == "dir":
-            wants[path] = _Want("dir", mode=mode & 0o7777 & ~_SETID)
-        else:
-            raise ValueError(f"manifest entry for {path!r} has unknown type {kind!r}")
-    passed: set[str] = set()  # directories whose ancestors, and themselves, are fine
-    for path in wants:
-        parent = path.rpartition("/")[0]
-        while parent and parent not in passed:
-            above = wants.get(parent)
-            if above is not None and above.kind != "dir":
-                raise ValueError(f"manifest path {path!r} would be written through {parent!r}")
-            passed.add(parent)
-            parent = parent.rpartition("/")[0]
-    return wants
-
-
-async def materialize(
-    workspace: Path,
-    manifest: Manifest,
-    *,
-    cache_dir: Path,
-    fetch: Callable[[list[str]], Awaitable[None]],
-) -> int:
-    """Make ``workspace`` hold exactly ``manifest``; returns how many files were written.
-
-    Blobs come from ``cache_dir`` (see :func:`blob_path`). ``fetch`` is awaited once, with the
-    sorted digests the cache lacks (not at all when it lacks none), and must put them there; what
-    it delivered is verified before anything is written (:class:`BlobError` otherwise, and the bad
-    blob is dropped). Entries already right in the workspace are left alone, and so are untracked
-    paths the ignore rules cover (the manifest's ``.agenthubignore``); everything else not in the
-    manifest is removed. Nothing is written through a symlink. ValueError for a manifest path
-    that is absolute, not normalised, or under a file or symlink of the same manifest.
-    """
-    wants = _check_manifest(manifest)
-    digests = sorted({w.sha256 for w in wants.values() if w.kind == "file"})
-    missing = await asyncio.to_thread(_missing_blobs, cache_dir, digests)
-    if missing:
-        await fetch(list(missing))
-        await asyncio.to_thread(_verify_blobs, cache_dir, missing)
-    return await asyncio.to_thread(_write_tree, os.fspath(workspace), wants, cache_dir)
-
-
-def _missing_blobs(cache_dir: Path, digests: list[str]) -> list[str]:
-    # Strings, not Paths, and access, not stat (which builds a result object): 10k blobs cost
-    # ~20 ms instead of ~0.2 s. A name in the cache is only ever made for a blob (by ``fetch``).
-    blobs = os.fspath(cache_dir)
-    return [d for d in digests if not os.access(f"{blobs}/{d[:2]}/{d}", os.F_OK)]
-
-
-def _verify_blobs(cache_dir: Path, digests: list[str]) -> None:
-    for digest in digests:
-        path = os.fspath(blob_path(cache_dir, digest))
-        result = _try_hash(path)
-        if isinstance(result, Exception):
-            raise BlobError(f"fetch did not put blob {digest} into the cache")
-        if result[0] != digest:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise BlobError(f"blob {digest} from fetch has sha256 {result[0]}; dropped it")
-
-
-def _cache_rel(root: str, cache_dir: Path) -> str | None:
-    rel = os.path.relpath(os.path.realpath(cache_dir), os.path.realpath(root))
-    return None if rel.startswith("..") else rel.replace(os.sep, "/")
-
-
-def _prune(
-    root: str, wants: dict[str, _Want], keep: _Ignore, protect: str | None
-) -> dict[str, os.stat_result]:
-    """Remove what the manifest does not hold; the entries that may already be right, by path."""
-    parents: set[str] = set(_ancestors(protect)) if protect else set()
-    for rel in wants:
-        parents.update(_ancestors(rel))
-    existing: dict[str, os.stat_result] = {}
-    stack = [""]
-    while stack:
-        rel_dir = stack.pop()
-        prefix = rel_dir + "/" if rel_dir else ""
-        with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
-            for entry in it:
-                rel = prefix + entry.name
-                if rel == protect:
-                    continue
-                want = wants.get(rel)
-                st = entry.stat(follow_symlinks=False)
-                kind = stat.S_IFMT(st.st_mode)
-                if kind == stat.S_IFDIR:
-                    if (want is not None and want.kind == "dir") or rel in parents:
-                        if want is not None:
-                            existing[rel] = st
-                        stack.append(rel)
-                    elif want is None and keep(rel + "/"):
-                        continue
-                    else:
-                        shutil.rmtree(entry.path)
-                    continue
-                if want is None and rel not in parents and keep(rel):
-                    continue
-                same_file = want is not None and want.kind == "file" and kind == stat.S_IFREG
-                same_link = (
-                    want is not None
-                    and want.kind == "symlink"
-                    and kind == stat.S_IFLNK
-                    and os.readlink(entry.path) == want.target
-                )
-                if same_file or same_link:
-                    existing[rel] = st
-                    continue
-                os.unlink(entry.path)
-    return existing
-
-
-def _ensure_dir(path: str) -> None:
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        if not stat.S_ISDIR(os.lstat(path).st_mode):  # changed under us since the prune
-            raise
-
-
-def _umask() -> int | None:
-    """This process's umask, read without changing it (``os.umask`` would, for every thread);
-    None where ``/proc`` does not tell."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def _copy_blob(src: str, dst: str, mode: int, size: int, umask: int | None) -> None:
-    """A new file ``dst`` with the content of ``src`` (``size`` is a hint) and ``mode``.
-
-    The file is created with its mode when the umask leaves that mode as it is (no ``fchmod``
-    then); otherwise it is created private and given its mode once written.
-    """
-    src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        direct = umask is not None and not mode & umask
-        dst_fd = os.open(dst, _CREATE, mode if direct else 0o600)
-        try:
-            _copy_fd(src_fd, dst_fd, size)
-            if not direct:
-                os.fchmod(dst_fd, mode)
-        finally:
-            os.close(dst_fd)
-    finally:
-        os.close(src_fd)
-
-
-# Above this, copy_file_range (which shares extents on btrfs and xfs, and saves a copy through
-# user space elsewhere); below it, one read and one write cost fewer syscalls and less setup.
-_SMALL_COPY = 256 << 10
-
-
-def _copy_fd(src: int, dst: int, size: int) -> None:
-    """Copy what ``src`` holds, to its end, into ``dst``; ``size`` is what it should hold."""
-    if size > _SMALL_COPY:
-        # Where copy_file_range is refused, carry on with reads and writes from where it stopped.
-        left = size
-        with contextlib.suppress(OSError):
-            while left > 0 and (n := os.copy_file_range(src, dst, left)):
-                left -= n
-    # A read of size + 1 takes a file of the expected size in one call; the next one sees its
-    # end. (Not CHUNK every time: os.read allocates what it is asked for.)
-    want = min(size + 1, CHUNK)
-    while chunk := os.read(src, want):
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(dst, view) :]
-        want = CHUNK
-
-
-def _keep_spec(wants: dict[str, _Want], cache_dir: Path) -> _Ignore:
-    own = wants.get(IGNORE_FILE)
-    if own is None or own.kind != "file":
-        return _Ignore([])
-    text = blob_path(cache_dir, own.sha256).read_bytes().decode("utf-8", "surrogateescape")
-    return _Ignore(text.splitlines())
-
-
-def _write_tree(root: str, wants: dict[str, _Want], cache_dir: Path) -> int:
-    os.makedirs(root, exist_ok=True)
-    existing = _prune(root, wants, _keep_spec(wants, cache_dir), _cache_rel(root, cache_dir))
-    blobs = os.fspath(cache_dir)
-    made: set[str] = set()
-    dir_modes: list[tuple[str, int]] = []
-    copies: list[tuple[str, str, int, int]] = []
-    for rel in sorted(wants):
-        want, have = wants[rel], existing.get(rel)
-        path = os.path.join(root, rel)
-        parent = rel.rpartition("/")[0]
-        if parent and parent not in made:
-            for above in _ancestors(rel):
-                if above not in made:
-                    _ensure_dir(os.path.join(root, above))
-                    made.add(above)
-        if want.kind == "dir":
-            _ensure_dir(path)
-            made.add(rel)
-            dir_modes.append((path, want.mode))
-        elif want.kind == "symlink":
-            if have is None:
-                os.symlink(want.target, path)
-        else:
-            if have is not None:
-                if have.st_size == want.size and _holds(path, want.sha256):
-                    if stat.S_IMODE(have.st_mode) != want.mode:
-                        os.chmod(path, want.mode)
-                    continue
-                os.unlink(path)  # not truncated in place: it may be a hard link to elsewhere
-            digest = want.sha256
-            copies.append((f"{blobs}/{digest[:2]}/{digest}", path, want.mode, want.size))
-    _copy_all(copies, _umask())
-    # Last, and deepest first: a directory without write permission must not block its children.
-    for path, mode in reversed(dir_modes):
-        os.chmod(path, mode)
-    return len(copies)
-
-
-def _copy_all(copies: list[tuple[str, str, int, int]], umask: int | None) -> None:
-    """Every copy, by a few threads when there are many: creating files is mostly kernel work,
-    which runs beside the other threads (on 2 cores a restore of 10k small files took ~0.7x the
-    time with two threads). Each thread takes runs of neighbouring paths, so threads seldom
-    wait on the same directory."""
-    workers = min(COPY_THREADS, len(copies) // 64)
-    if workers < 2:
-        for src, dst, mode, size in copies:
-            _copy_blob(src, dst, mode, size, umask)
-        return
-    step = -(-len(copies) // (workers * 8))
-
-    def run(start: int) -> None:
-        for src, dst, mode, size in copies[start : start + step]:
-            _copy_blob(src, dst, mode, size, umask)
-
-    with ThreadPoolExecutor(workers, thread_name_prefix="materialize") as pool:
-        for _ in pool.map(run, range(0, len(copies), step)):  # re-raises the first failure
-            pass
-
-
-def _holds(path: str, digest: str) -> bool:
-    try:
-        return _hash_file(path)[0] == digest
-    except (OSError, _NotRegular):
-        return False

@@ -66,6 +66,7 @@ class WorkLoop:
         usage_interval_s: float = USAGE_INTERVAL_S,
         stop_grace_s: float = STOP_GRACE_S,
         hub_url: str | None = None,
+        change_journal: bool = True,
     ) -> None:
         self.machine_id = machine_id
         self.runtimes = dict(runtimes)
@@ -79,7 +80,9 @@ class WorkLoop:
         self.reporter = Reporter(
             client, machine_id, on_cancel=self._cancel_all, on_delivered=self._delivered
         )
-        self.snapshots = Snapshots(client, machine_id, work_dir)
+        self.snapshots = Snapshots(
+            client, machine_id, work_dir, journal=change_journal, live=self._workspace_live
+        )
         self._workloads: dict[Key, Workload] = {}
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._finished: OrderedDict[Key, None] = OrderedDict()
@@ -96,6 +99,13 @@ class WorkLoop:
     def running(self) -> dict[str, str]:
         """Workload id → local status, for everything listed to the hub as running here."""
         return {key[0]: workload.status for key, workload in self._workloads.items()}
+
+    def _workspace_live(self, workspace: str) -> bool:
+        """Whether a workload that has not ended runs in ``workspace`` (it may still write)."""
+        return any(
+            not w.finished and w.assignment.get("workspace") == workspace
+            for w in self._workloads.values()
+        )
 
     async def run(self) -> None:
         """Reap leftovers of an earlier agent, then poll and report until ``shutdown()``.
@@ -194,7 +204,10 @@ class WorkLoop:
         self._workloads[key] = workload
         self.started += 1
         logger.info("assigned workload %s attempt %d", *key)
-        self._tasks[key] = asyncio.create_task(workload.run(), name=f"workload-{key[0]}")
+        task = self._tasks[key] = asyncio.create_task(workload.run(), name=f"workload-{key[0]}")
+        workspace = assignment.get("workspace")
+        if isinstance(workspace, str):
+            task.add_done_callback(lambda _: self.snapshots.release(workspace))
         return True
 
     def _cancel_all(self, cancels: list[dict[str, Any]]) -> None:

@@ -107,6 +107,13 @@ def agent(
         "--poll-wait",
         help="Seconds the hub may hold a poll for work open before answering (0-30).",
     ),
+    change_journal: bool = typer.Option(
+        True,
+        "--change-journal/--no-change-journal",
+        envvar="AGENTHUB_AGENT_CHANGE_JOURNAL",
+        help="Checkpoints of a running workload's workspace look only at what inotify saw change "
+        "since the previous one (the one that ends a machine always walks the whole workspace).",
+    ),
     log_level: str = typer.Option(
         "info", "--log-level", help="debug, info, warning or error.", case_sensitive=False
     ),
@@ -162,6 +169,7 @@ def agent(
         hostname=hostname,
         allow_unsafe=unsafe_no_sandbox,
         poll_wait_s=poll_wait,
+        change_journal=change_journal,
     )
     if work_dir is not None:
         config.work_dir = work_dir

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -259,6 +260,75 @@ def _check_manifest(manifest: dict[str, Any]) -> tuple[set[str], int, int]:
     return digests, size, files
 
 
+class _DigestCache:
+    """File digests of manifests, by the manifest's own digest: a pure function of that digest
+    (manifests are content-addressed), so one cache per process serves every store. Holds at
+    most ``limit`` digests in all; the least recently used manifests go first."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._sets: OrderedDict[str, frozenset[str]] = OrderedDict()
+
+    def get(self, manifest_sha256: str) -> frozenset[str] | None:
+        digests = self._sets.get(manifest_sha256)
+        if digests is not None:
+            self._sets.move_to_end(manifest_sha256)
+        return digests
+
+    def put(self, manifest_sha256: str, digests: frozenset[str]) -> None:
+        if manifest_sha256 in self._sets or len(digests) > self.limit:
+            return
+        self._sets[manifest_sha256] = digests
+        self.held += len(digests)
+        while self.held > self.limit:
+            self.held -= len(self._sets.popitem(last=False)[1])
+
+
+MANIFEST_DIGESTS = _DigestCache(200_000)  # ~25 MB at most
+
+
+async def manifest_digests(store: BlobStore, manifest_sha256: str) -> frozenset[str]:
+    """The file digests of the stored manifest ``manifest_sha256``."""
+    digests = MANIFEST_DIGESTS.get(manifest_sha256)
+    if digests is None:
+        manifest = json.loads(await store.read(manifest_sha256))
+        digests = frozenset(
+            e["sha256"] for e in manifest.values() if e.get("type", "file") == "file"
+        )
+        MANIFEST_DIGESTS.put(manifest_sha256, digests)
+    return digests
+
+
+async def store_manifest(store: BlobStore, manifest: dict[str, Any], digests: set[str]) -> str:
+    """Store ``manifest`` (whose file digests are ``digests``) as a blob; its digest. The
+    digests are remembered: the commit of its child checkpoint looks them up."""
+    manifest_sha256 = await store.put_bytes(manifest_bytes(manifest))
+    MANIFEST_DIGESTS.put(manifest_sha256, frozenset(digests))
+    return manifest_sha256
+
+
+async def _vouched(
+    session: AsyncSession, store: BlobStore, checkpoint: Checkpoint
+) -> frozenset[str]:
+    """Blobs known to be stored because the checkpoint's parent, a ready one, references them.
+
+    A ready checkpoint's blobs were all there when it was committed, and nothing removes them
+    while it exists: no checkpoint is ever deleted, no blob either (``BlobStore.delete`` has no
+    caller), and a hub snapshot copies every referenced blob. A blob garbage collector would
+    have to keep whatever a ready checkpoint references, or this shortcut must go.
+    """
+    if checkpoint.parent_id is None:
+        return frozenset()
+    parent = await session.get(Checkpoint, checkpoint.parent_id)
+    if parent is None or parent.status != READY or parent.manifest_sha256 is None:
+        return frozenset()
+    try:
+        return await manifest_digests(store, parent.manifest_sha256)
+    except Exception:  # unreadable: then every blob is checked, as without a parent
+        return frozenset()
+
+
 async def commit(
     session: AsyncSession,
     store: BlobStore,
@@ -269,7 +339,8 @@ async def commit(
     error: str | None = None,
 ) -> Checkpoint:
     """The node's answer to a pending checkpoint: its manifest (every blob already uploaded),
-    or why it could not take it."""
+    or why it could not take it. Every blob the manifest names must be stored; those its
+    parent checkpoint references are known to be, so only the others are looked up."""
     checkpoint = (
         await session.scalars(
             sa.select(Checkpoint).where(Checkpoint.id == checkpoint_id).with_for_update()
@@ -285,14 +356,14 @@ async def commit(
         await record(session, checkpoint, "checkpoint.failed", error=error)
         return checkpoint
     digests, size, files = _check_manifest(manifest)
-    lacking = await store.missing(digests)
+    lacking = await store.missing(digests - await _vouched(session, store, checkpoint))
     if lacking:
         raise ValidationFailed(
             f"{len(lacking)} blob(s) of the manifest were not uploaded",
             code="blobs_missing",
             details={"missing": sorted(lacking)[:100]},
         )
-    checkpoint.manifest_sha256 = await store.put_bytes(manifest_bytes(manifest))
+    checkpoint.manifest_sha256 = await store_manifest(store, manifest, digests)
     checkpoint.size_bytes, checkpoint.file_count = size, files
     checkpoint.status, checkpoint.completed_at = READY, now
     if checkpoint.machine_id is not None:
