@@ -352,7 +352,7 @@ def walk(
                         if st.st_nlink > 1:
                             relink(rel)
                         hit = cached(rel)
-                        if (
+                        if (  # cache_hit's test, inline: this runs once per file
                             type(hit) is list
                             and len(hit) == 5
                             and hit[0] == st.st_size
@@ -383,7 +383,9 @@ def walk(
 
 
 def cache_hit(hit: object, st: os.stat_result) -> str | None:
-    """The cached digest when ``hit`` (a stat cache entry) still describes ``st``."""
+    """The cached digest when ``hit`` (a stat cache entry) still describes ``st``.
+
+    The full walk makes the same test inline (it runs once per file there); change both."""
     if (
         type(hit) is list
         and len(hit) == 5

@@ -269,11 +269,6 @@ async def list_events(
     stmt = sa.select(Event).order_by(Event.id.asc())
     if after_id is not None:
         stmt = stmt.where(Event.id > after_id)
-    safe = await replay_horizon(session, after_id)
-    held_back = safe is not None and (until is None or safe < until)
-    bound = safe if held_back else until
-    if bound is not None:
-        stmt = stmt.where(Event.id <= bound)
     if not principal.is_admin:
         conditions: list[sa.ColumnElement[bool]] = []
         if principal.ai_id is not None:
@@ -285,6 +280,11 @@ async def list_events(
         if not conditions:
             return EventPage([], held_back=False)
         stmt = stmt.where(sa.or_(*conditions))
+    safe = await replay_horizon(session, after_id)
+    held_back = safe is not None and (until is None or safe < until)
+    bound = safe if held_back else until
+    if bound is not None:
+        stmt = stmt.where(Event.id <= bound)
     match = type_filter(types)
     # The SQL narrows by project, tenant and audience; this drops an AI's own broadcasts.
     visible = visible_to(principal)
