@@ -19,7 +19,8 @@ fi
 if [ "${1:-}" = "--dev" ]; then
   "$UV" sync --frozen --quiet --python "$PYTHON"
 else
-  "$UV" sync --frozen --quiet --no-dev --python "$PYTHON"
+  # --inexact: running the system after the tests leaves their tools (pytest, ruff) installed.
+  "$UV" sync --frozen --quiet --no-dev --inexact --python "$PYTHON"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
 

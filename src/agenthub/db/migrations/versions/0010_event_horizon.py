@@ -20,21 +20,20 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    postgres = op.get_bind().dialect.name == "postgresql"
     with op.batch_alter_table("events", schema=None) as batch_op:
-        # clock_timestamp(), not now(): evaluated after the row's id was drawn, not when its
-        # transaction began. SQLite commits one writer at a time, in id order: no need there.
         batch_op.add_column(
-            sa.Column(
-                "written_at",
-                agenthub.db.types.UTCDateTime(timezone=True),
-                nullable=True,
-                server_default=sa.text("clock_timestamp()") if postgres else None,
-            )
+            sa.Column("written_at", agenthub.db.types.UTCDateTime(timezone=True), nullable=True)
         )
         # Types are matched in Python (wildcards, two spellings); no query used the index,
         # and every event insert paid for it.
         batch_op.drop_index(batch_op.f("ix_events_type"))
+    if op.get_bind().dialect.name == "postgresql":
+        # clock_timestamp(), not now(): evaluated after the row's id was drawn, not when its
+        # transaction began. Set once the column exists: as the default of the added column, a
+        # volatile function would have made PostgreSQL rewrite every existing row under an
+        # exclusive lock; existing rows keep NULL, which reads as "written long ago". SQLite
+        # commits one writer at a time, in id order, and needs none of it.
+        op.alter_column("events", "written_at", server_default=sa.text("clock_timestamp()"))
 
 
 def downgrade() -> None:
