@@ -133,6 +133,22 @@ async def test_transactions_begun_after_a_gap_do_not_hold_it(db: Database) -> No
     assert newer > after
 
 
+async def test_an_older_transaction_that_wrote_nothing_does_not_hold_a_gap(db: Database) -> None:
+    """A session idle in a read-only transaction (a report, a forgotten psql) holds no id."""
+    postgres_only(db)
+    async with db.engine.connect() as reader:
+        await reader.begin()
+        await reader.execute(sa.text("SELECT 1"))
+        async with db.engine.connect() as doomed:
+            gone = await open_with_event(doomed, "t.gone")
+            after = await committed(db, "t.after")
+            await doomed.rollback()
+        page = await replay(db, after_id=gone - 1)
+        assert [e["id"] for e in page.events] == [after]
+        assert not page.held_back
+        await reader.rollback()
+
+
 async def test_a_transaction_open_too_long_is_no_longer_waited_for(
     db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

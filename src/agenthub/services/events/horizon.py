@@ -36,9 +36,14 @@ MAX_WAIT = timedelta(seconds=60)
 _CHUNK = 500
 
 _E = table_of(Event).c
+# Transactions that may hold an event id: those of client sessions (not autovacuum, which runs
+# long) that have written something (an xid) or are running a statement (an INSERT draws the id
+# before its row gets an xid). A session idle in a read-only transaction holds none.
 _OLDEST_OPEN = sa.text(
     "SELECT min(xact_start), clock_timestamp() FROM pg_stat_activity "
-    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND backend_type = 'client backend' AND xact_start IS NOT NULL "
+    "AND (backend_xid IS NOT NULL OR state = 'active')"
 )
 _NEWEST_FIRST = (
     sa.select(_E.id, _E.written_at)
