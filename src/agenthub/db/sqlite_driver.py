@@ -96,22 +96,18 @@ class _Cursor(AsyncAdapt_aiosqlite_cursor):
         return None  # nothing open: the rows are already here
 
     async def _execute_async(self, operation: Any, parameters: Any) -> Any:
-        connection: Any = self._connection  # an aiosqlite.Connection
-        async with self._adapt_connection._execute_mutex:
-            outcome: _Outcome = await connection._execute(
-                _execute, connection._conn, operation, parameters
-            )
-        self._keep(outcome)
-        return None
+        await self._on_thread(_execute, operation, parameters)
 
     async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
+        await self._on_thread(_executemany, operation, seq_of_parameters)
+
+    async def _on_thread(self, fn: Any, operation: Any, parameters: Any) -> None:
         connection: Any = self._connection  # an aiosqlite.Connection
         async with self._adapt_connection._execute_mutex:
             outcome: _Outcome = await connection._execute(
-                _executemany, connection._conn, operation, seq_of_parameters
+                fn, connection._conn, operation, parameters
             )
         self._keep(outcome)
-        return None
 
     def _keep(self, outcome: _Outcome) -> None:
         self._description, rows, self._rowcount, self._lastrowid = outcome
